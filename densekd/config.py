@@ -164,11 +164,24 @@ def _load_file(path: Path, stack: tuple[Path, ...]) -> tuple[dict, dict[str, str
     return merged, sources
 
 
+def _literal(node: ast.AST) -> Any:
+    """``ast.literal_eval`` plus ``dict(k=v, ...)`` calls, as configs write them."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "dict" and not node.args:
+        return {kw.arg: _literal(kw.value) for kw in node.keywords}
+    if isinstance(node, ast.List):
+        return [_literal(e) for e in node.elts]
+    if isinstance(node, ast.Tuple):
+        return tuple(_literal(e) for e in node.elts)
+    if isinstance(node, ast.Dict):
+        return {_literal(k): _literal(v) for k, v in zip(node.keys, node.values)}
+    return ast.literal_eval(node)
+
+
 def parse_override_value(text: str) -> Any:
-    """``'1'`` -> 1, ``'[1,2]'`` -> [1, 2], ``'None'`` -> None, ``'sgd'`` -> 'sgd'."""
+    """``'1'`` -> 1, ``'[1,2]'`` -> [1, 2], ``"dict(a=1)"`` -> {'a': 1}, ``'None'`` -> None, ``'sgd'`` -> 'sgd'."""
     try:
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+        return _literal(ast.parse(text.strip(), mode="eval").body)
+    except (ValueError, SyntaxError, TypeError):
         lowered = text.strip().lower()
         if lowered in ("true", "false"):
             return lowered == "true"

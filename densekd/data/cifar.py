@@ -1,0 +1,177 @@
+"""CIFAR-100 from the official ``cifar-100-python`` pickles, and its synthetic stand-in.
+
+Layout expected under ``root``::
+
+    cifar-100-python/train   cifar-100-python/test   cifar-100-python/meta
+
+(as extracted from ``cifar-100-python.tar.gz``; ``root`` may also point at the
+``cifar-100-python`` folder itself). Samples are dicts ``{'image': 3x32x32
+float tensor, 'target': int}``; datasets expose ``targets``.
+"""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from densekd.registry import DATASETS
+
+CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
+CIFAR100_STD = (0.2675, 0.2565, 0.2761)
+SPLITS = ("train", "test")
+
+
+def cifar_augment(image: np.ndarray, padding: int = 4) -> np.ndarray:
+    """Random 32x32 crop of the zero-padded image, then a random horizontal flip (HxWxC uint8).
+
+    Draws from NumPy's global RNG (seeded per sample by the loader).
+    """
+    h, w = image.shape[:2]
+    padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)))
+    top, left = np.random.randint(0, 2 * padding + 1, size=2)
+    image = padded[top:top + h, left:left + w]
+    if np.random.rand() < 0.5:
+        image = image[:, ::-1]
+    return image
+
+
+def to_normalized_tensor(image: np.ndarray, mean=CIFAR100_MEAN, std=CIFAR100_STD) -> torch.Tensor:
+    """HxWxC uint8 -> CxHxW float, per-channel normalised."""
+    x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+    return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+
+
+class _CIFARBase(Dataset):
+    num_classes = 100
+
+    def __init__(self, split: str, augment: bool | None, mean, std):
+        if split not in SPLITS:
+            raise ValueError(f"CIFAR-100 split must be one of {SPLITS}, got {split!r}")
+        self.split = split
+        self.augment = (split == "train") if augment is None else augment
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.images: np.ndarray  # N x 32 x 32 x 3 uint8
+        self.targets: list[int]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> dict:
+        image = self.images[index]
+        if self.augment:
+            image = cifar_augment(image)
+        return {"image": to_normalized_tensor(image, self.mean, self.std), "target": int(self.targets[index])}
+
+
+@DATASETS.register()
+class CIFAR100(_CIFARBase):
+    """CIFAR-100 (fine labels) read from the official pickles; standard augmentation on ``train``.
+
+    Args:
+        root: folder containing ``cifar-100-python/`` (or that folder itself).
+        split: ``'train'`` (50,000 images) or ``'test'`` (10,000).
+        augment: random crop 32 (padding 4) + horizontal flip; default on for train only.
+    """
+
+    synthetic = "SyntheticCIFAR100"
+
+    def __init__(self, root: str = "data/cifar100", split: str = "train", augment: bool | None = None,
+                 mean=CIFAR100_MEAN, std=CIFAR100_STD):
+        super().__init__(split, augment, mean, std)
+        folder = Path(root)
+        if (folder / "cifar-100-python").is_dir():
+            folder = folder / "cifar-100-python"
+        path = folder / split
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"CIFAR-100 {split} file not found: {path}\n"
+                f"Expected layout: {Path(root) / 'cifar-100-python'}/{{train,test,meta}} (the official python "
+                f"pickles). Download cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, "
+                f"extract it under {root}, or pass --data-root PATH. For a smoke run without data use --synthetic.")
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        missing = {"data", "fine_labels"} - set(entry)
+        if missing:
+            raise ValueError(f"{path} is not a CIFAR-100 pickle: missing keys {sorted(missing)}")
+        data = np.asarray(entry["data"], dtype=np.uint8)
+        if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+            raise ValueError(f"{path}: expected data of shape N x 3072, got {data.shape}")
+        self.images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+        self.targets = [int(t) for t in entry["fine_labels"]]
+        meta = folder / "meta"
+        self.classes = None
+        if meta.is_file():
+            with open(meta, "rb") as f:
+                self.classes = pickle.load(f, encoding="latin1").get("fine_label_names")
+
+
+@DATASETS.register()
+class SyntheticCIFAR100(_CIFARBase):
+    """A CIFAR-100-shaped stand-in: 100 classes of 32x32x3 uint8 images with learnable structure.
+
+    Each class owns a smooth colour pattern (a random 4x4x3 map upsampled to
+    32x32) and an oriented stripe texture; a sample is its class pattern, shifted
+    and contrast-jittered, plus noise. Content depends only on ``(split, index)``.
+    """
+
+    def __init__(self, root: str | None = None, split: str = "train", augment: bool | None = None,
+                 mean=CIFAR100_MEAN, std=CIFAR100_STD, num_samples: int | None = None, seed: int = 0):
+        super().__init__(split, augment, mean, std)
+        n = num_samples or (2000 if split == "train" else 500)
+        rng = np.random.default_rng(seed)
+        coarse = rng.uniform(0, 255, size=(self.num_classes, 4, 4, 3))
+        self.prototypes = np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2)  # 100 x 32 x 32 x 3
+        yy, xx = np.mgrid[0:32, 0:32]
+        angles = rng.uniform(0, np.pi, self.num_classes)
+        freqs = rng.uniform(0.3, 1.2, self.num_classes)
+        self.textures = np.stack([np.sin(freqs[c] * (np.cos(angles[c]) * xx + np.sin(angles[c]) * yy))
+                                  for c in range(self.num_classes)])[..., None] * 40.0
+        split_offset = 0 if split == "train" else 1_000_003
+        self.targets = [int(t) for t in np.random.default_rng(seed + 1 + split_offset).integers(0, 100, n)]
+        self._seed = seed + split_offset
+
+    @property
+    def images(self):  # generated lazily: a read-only view with __getitem__
+        return _LazyImages(self)
+
+    def render(self, index: int) -> np.ndarray:
+        rng = np.random.default_rng([self._seed, index])
+        c = self.targets[index]
+        img = self.prototypes[c] * rng.uniform(0.7, 1.1) + self.textures[c]
+        img = np.roll(img, tuple(rng.integers(-3, 4, size=2)), axis=(0, 1))
+        img = img + rng.normal(0, 25.0, img.shape)
+        return np.clip(img, 0, 255).astype(np.uint8)
+
+
+class _LazyImages:
+    def __init__(self, ds: SyntheticCIFAR100):
+        self.ds = ds
+
+    def __getitem__(self, index: int) -> np.ndarray:
+        return self.ds.render(index)
+
+    def __len__(self) -> int:
+        return len(self.ds.targets)
+
+
+def write_cifar100_pickles(root: str | Path, images: dict[str, np.ndarray], labels: dict[str, list[int]]) -> Path:
+    """Write arrays in the official ``cifar-100-python`` pickle format (for tests and tools).
+
+    ``images[split]``: N x 32 x 32 x 3 uint8; ``labels[split]``: N fine labels.
+    """
+    folder = Path(root) / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, imgs in images.items():
+        entry = {"filenames": [f"{split}_{i}.png" for i in range(len(imgs))],
+                 "batch_label": f"{split} batch", "fine_labels": list(labels[split]),
+                 "coarse_labels": [t // 5 for t in labels[split]],
+                 "data": np.asarray(imgs, dtype=np.uint8).transpose(0, 3, 1, 2).reshape(len(imgs), -1)}
+        with open(folder / split, "wb") as f:
+            pickle.dump(entry, f)
+    with open(folder / "meta", "wb") as f:
+        pickle.dump({"fine_label_names": [f"class_{i}" for i in range(100)],
+                     "coarse_label_names": [f"super_{i}" for i in range(20)]}, f)
+    return folder

@@ -1,0 +1,142 @@
+"""Reproducible, resumable, rank-aware batching.
+
+Two ideas make a run repeatable bit for bit, whatever the number of workers
+or processes and wherever it was interrupted:
+
+* :class:`ResumableBatchSampler` draws the epoch's permutation from
+  ``(seed, epoch)`` alone, cuts it into *global* batches, and gives each rank
+  its contiguous share of every global batch. It can start mid-epoch.
+* :class:`SeededDataset` receives ``(index, sample_seed)`` and seeds Python's,
+  NumPy's and torch's global RNGs for the duration of that one sample, so its
+  augmentation depends on ``(seed, epoch, position)`` only. The caller's RNG
+  states are restored afterwards.
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
+
+_MIX = 0x9E3779B97F4A7C15
+
+
+def mix_seed(*parts: int) -> int:
+    """A 31-bit seed from integers (splitmix-style, stable across runs and platforms)."""
+    h = 0
+    for p in parts:
+        h = (h ^ (int(p) + _MIX + (h << 6) + (h >> 2))) & 0xFFFFFFFFFFFFFFFF
+        h = (h * 0xBF58476D1CE4E5B9) & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFF
+
+
+@contextlib.contextmanager
+def forked_rng(seed: int):
+    """Seed ``random``, ``numpy`` and torch (CPU) inside the block; restore the old states after."""
+    py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(py_state)
+        np.random.set_state(np_state)
+        torch.random.set_rng_state(torch_state)
+
+
+class SeededDataset(Dataset):
+    """Wrap a dataset so that item ``(index, seed)`` is produced under RNGs seeded with ``seed``."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        index, seed = key
+        with forked_rng(seed):
+            return self.dataset[index]
+
+
+class ResumableBatchSampler(Sampler):
+    """Batches of ``(index, sample_seed)`` for one rank.
+
+    Args:
+        num_samples: dataset length.
+        batch_size: samples per rank per batch (the global batch is ``batch_size * world_size``).
+        shuffle: permute each epoch with a generator seeded by ``(seed, epoch)``.
+        drop_last: drop the last incomplete global batch. Otherwise it is kept: in a
+            distributed run it is completed by wrapping around to the start of the
+            permutation, so that every rank gets a full share.
+        rank, world_size: this process's place in a distributed run.
+        pad: for evaluation use ``pad=False, shuffle=False``: the tail is split between ranks
+            without duplicates (a rank may get a smaller or empty last batch).
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, shuffle: bool = True, seed: int = 0,
+                 drop_last: bool = False, rank: int = 0, world_size: int = 1, pad: bool = True):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if num_samples < 1:
+            raise ValueError("the dataset is empty")
+        self.num_samples, self.batch_size, self.shuffle, self.seed = num_samples, batch_size, shuffle, seed
+        self.drop_last, self.rank, self.world_size, self.pad = drop_last, rank, world_size, pad
+        self.epoch = 0
+        self.start_batch = 0
+        if drop_last and num_samples < batch_size * world_size:
+            raise ValueError(f"drop_last with {num_samples} samples and a global batch of "
+                             f"{batch_size * world_size} leaves no batch; lower the batch size")
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.num_samples, self.global_batch)
+        return full + (1 if rest and not self.drop_last else 0)
+
+    def _order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.num_samples))
+        g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+        return torch.randperm(self.num_samples, generator=g).tolist()
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order = self._order()
+        gb = self.global_batch
+        for b in range(self.start_batch, len(self)):
+            positions = list(range(b * gb, min((b + 1) * gb, self.num_samples)))
+            if len(positions) < gb and self.pad and self.world_size > 1:
+                positions = list(range(b * gb, (b + 1) * gb))  # wrap around: equal shares for every rank
+            if self.pad:
+                mine = positions[self.rank * self.batch_size:(self.rank + 1) * self.batch_size]
+            else:  # split the (possibly short) batch as evenly as possible, no duplicates
+                per = -(-len(positions) // self.world_size)
+                mine = positions[self.rank * per:(self.rank + 1) * per]
+            if not mine:
+                continue
+            yield [(order[p % self.num_samples], mix_seed(self.seed, self.epoch, p)) for p in mine]
+
+
+def build_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool = False,
+                 rank: int = 0, world_size: int = 1, num_workers: int = 0, pin_memory: bool = False,
+                 train: bool = True) -> DataLoader:
+    """A DataLoader over ``SeededDataset(dataset)`` with a :class:`ResumableBatchSampler`.
+
+    The loader gets its own torch generator so that creating its iterator
+    never consumes the global RNG (which would perturb training).
+    """
+    sampler = ResumableBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
+                                    rank=rank, world_size=world_size, pad=train)
+    return DataLoader(SeededDataset(dataset), batch_sampler=sampler, num_workers=num_workers,
+                      pin_memory=pin_memory, collate_fn=default_collate, generator=torch.Generator(),
+                      persistent_workers=False)

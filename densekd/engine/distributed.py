@@ -1,0 +1,81 @@
+"""torchrun integration: process group set-up, rank queries, reductions."""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def setup(device: str) -> torch.device:
+    """Initialise the process group when launched by torchrun; return this process's device.
+
+    NCCL on CUDA, gloo on CPU. ``device`` is ``'cpu'``, ``'cuda'`` or ``'auto'``.
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was requested but torch.cuda.is_available() is False; use --device cpu")
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if launched_by_torchrun() and not is_distributed():
+        backend = "nccl" if device.startswith("cuda") else "gloo"
+        if device.startswith("cuda"):
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+    if device.startswith("cuda"):
+        return torch.device("cuda", local_rank if launched_by_torchrun() else torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def teardown() -> None:
+    if is_distributed():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks (a copy; identity when not distributed). gloo/NCCL need the process's device."""
+    if not is_distributed():
+        return tensor
+    out = tensor.clone()
+    if dist.get_backend() == "nccl" and not out.is_cuda:
+        out = out.cuda()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM)
+    return out.to(tensor.device)
+
+
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    return all_reduce_sum(tensor) / world_size()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(obj):
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -1,0 +1,114 @@
+"""Validation of a densekd config: every key must mean something.
+
+Plain sections (``train``, ``data``...) have a fixed set of keys; typed dicts
+(``dict(type=...)``) are checked against the registered constructor's real
+parameters. Names starting with ``_`` are private helpers of a config file
+and are ignored. Errors name the key, the file that set it, and the closest
+valid names.
+"""
+from __future__ import annotations
+
+from densekd.config import Config, ConfigError
+from densekd.distill.distiller import TERM_KEYS
+from densekd.registry import DATASETS, LOSSES, MODELS, TASKS, Registry, RegistryError, did_you_mean
+
+TOP_LEVEL = {
+    "task": "TASKS", "model": "MODELS", "teacher": "teacher", "teachers": "teacher_list", "distill": "terms",
+    "task_weight": None, "data": "data", "optimizer": "optimizer", "lr_schedule": "lr_schedule",
+    "train": "train", "seed": None, "work_dir": None, "deterministic": None, "description": None,
+    "strategy": None,
+}
+SECTIONS = {
+    "data": {"train", "val", "batch_size", "val_batch_size", "num_workers", "pin_memory", "drop_last"},
+    "optimizer": {"type", "lr", "momentum", "weight_decay", "nesterov", "dampening", "betas", "eps",
+                  "no_decay_norm_bias", "amsgrad"},
+    "lr_schedule": {"type", "milestones", "gamma", "power", "min_lr_ratio", "by_epoch", "warmup_iters",
+                    "warmup_ratio"},
+    "train": {"epochs", "iters", "eval_interval", "log_interval", "checkpoint_interval", "grad_clip",
+              "accumulate", "amp", "channels_last", "skip_nonfinite", "init_epochs", "init_lr",
+              "find_unused_parameters", "sync_bn", "eval_first"},
+    "teacher": {"model", "checkpoint", "config", "input"},
+}
+
+
+def _unknown(key: str, dotted: str, valid, cfg: Config) -> ConfigError:
+    return ConfigError(f"Unknown config key {dotted!r} (set in {cfg.source_of(dotted)}).{did_you_mean(key, valid)} "
+                       f"Valid keys here: {', '.join(sorted(valid))}")
+
+
+def _check_section(value, dotted: str, allowed: set[str], cfg: Config) -> None:
+    if not isinstance(value, dict):
+        raise ConfigError(f"Config key {dotted!r} (set in {cfg.source_of(dotted)}) must be a dict, got {value!r}")
+    for k in value:
+        if k not in allowed:
+            raise _unknown(k, f"{dotted}.{k}", allowed, cfg)
+
+
+def _check_typed(value, dotted: str, registry: Registry, cfg: Config, skip=()) -> None:
+    if not isinstance(value, dict) or "type" not in value:
+        raise ConfigError(f"Config key {dotted!r} (set in {cfg.source_of(dotted)}) must be dict(type=..., ...), "
+                          f"got {value!r}")
+    if isinstance(value["type"], str):
+        try:
+            registry.get(value["type"])
+        except RegistryError as exc:
+            raise ConfigError(f"{dotted}.type (set in {cfg.source_of(dotted + '.type')}): {exc}") from None
+        for k in value:
+            if k == "type" or k in skip:
+                continue
+            try:
+                registry.check_kwargs(value["type"], [k])
+            except RegistryError as exc:
+                raise ConfigError(f"Unknown config key {dotted + '.' + k!r} (set in "
+                                  f"{cfg.source_of(dotted + '.' + k)}): {exc}") from None
+    if registry is DATASETS:  # wrapped datasets (e.g. CRDSampleDataset(dataset=dict(type=...)))
+        for k, v in value.items():
+            if isinstance(v, dict) and isinstance(v.get("type"), str) and v["type"] in DATASETS:
+                _check_typed(v, f"{dotted}.{k}", DATASETS, cfg)
+
+
+def validate(cfg: Config) -> None:
+    """Raise :class:`ConfigError` on any unknown key, with where it came from and close matches."""
+    for key, value in cfg.items():
+        if key.startswith("_"):
+            continue
+        if key not in TOP_LEVEL:
+            raise _unknown(key, key, TOP_LEVEL, cfg)
+        kind = TOP_LEVEL[key]
+        if kind in SECTIONS:
+            _check_section(value, key, SECTIONS[kind], cfg)
+        if kind == "TASKS":
+            _check_typed(value, key, TASKS, cfg)
+        elif kind == "MODELS":
+            _check_typed(value, key, MODELS, cfg)
+        elif kind == "teacher":
+            _check_teacher(value, key, cfg)
+        elif kind == "teacher_list":
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"'teachers' (set in {cfg.source_of(key)}) must be a list of teacher dicts")
+            for i, t in enumerate(value):
+                _check_section(t, f"teachers.{i}", SECTIONS["teacher"], cfg)
+                _check_teacher(t, f"teachers.{i}", cfg)
+        elif kind == "terms":
+            if not isinstance(value, (list, tuple)):
+                raise ConfigError(f"'distill' (set in {cfg.source_of(key)}) must be a list of dict(type=...) terms")
+            for i, term in enumerate(value):
+                _check_typed(term, f"distill.{i}", LOSSES, cfg, skip=TERM_KEYS)
+        elif kind == "data":
+            for split in ("train", "val"):
+                if split in value and value[split] is not None:
+                    _check_typed(value[split], f"data.{split}", DATASETS, cfg)
+    if "teacher" in cfg and "teachers" in cfg:
+        raise ConfigError("Give either `teacher` or `teachers`, not both "
+                          f"(teacher set in {cfg.source_of('teacher')}, teachers in {cfg.source_of('teachers')})")
+    train = cfg.get("train", {})
+    if "epochs" in train and "iters" in train and train["epochs"] and train["iters"]:
+        raise ConfigError(f"train.epochs and train.iters are both set ({cfg.source_of('train.epochs')}, "
+                          f"{cfg.source_of('train.iters')}); a schedule is either epoch- or iteration-based: "
+                          f"set the other to None")
+
+
+def _check_teacher(value, dotted: str, cfg: Config) -> None:
+    if "model" not in value:
+        raise ConfigError(f"{dotted} (set in {cfg.source_of(dotted)}) needs a `model=dict(type=...)`")
+    _check_typed(value["model"], f"{dotted}.model", MODELS, cfg)
