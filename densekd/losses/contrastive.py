@@ -1,1 +1,288 @@
-__all__: list[str] = []
+"""Contrastive distillation: CRD with its memory bank (NCE objective) and the InfoNCE variant.
+
+Reference: Tian, Krishnan, Isola, "Contrastive Representation Distillation", ICLR 2020, and the authors'
+RepDistiller code (``crd/criterion.py``, ``crd/memory.py``). The per-sample indices and the
+negatives come from :class:`densekd.data.crd.CRDSampleDataset`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from densekd.distill.connectors import LinearEmbed
+from densekd.losses._utils import as_list
+from densekd.registry import LOSSES
+
+__all__ = ["CRD"]
+
+
+def _distributed_world() -> int:
+    """World size when a process group is up, else 1."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def _all_gather_rows(x: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``x`` (``n_r x ...``, ``n_r`` may differ per rank) from every rank along dim 0, rank order."""
+    world = dist.get_world_size()
+    n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    sizes_i = [int(s.item()) for s in sizes]
+    most = max(sizes_i)
+    padded = x.new_zeros((most, *x.shape[1:]))
+    padded[: x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded.contiguous())
+    return torch.cat([p[:s] for p, s in zip(parts, sizes_i)], dim=0)
+
+
+@LOSSES.register()
+class CRD(nn.Module):
+    """Contrastive Representation Distillation (Tian et al., ICLR 2020), RepDistiller's ``CRDLoss``.
+
+    Student and teacher features (one tap each, usually the pooled ``'feats[-1]'``, shape ``B x Ds`` /
+    ``B x Dt``; maps are flattened) are embedded by :class:`LinearEmbed` heads (linear + L2 norm) into
+    ``B x feat_dim`` unit vectors ``e_s``, ``e_t``. Two memory banks of shape ``num_data x feat_dim``
+    (buffers ``memory_s``, ``memory_t``, saved in checkpoints) hold a running embedding of every training
+    sample. With ``contrast_idx`` (``B x (nce_k+1)``, positive first) the loss contrasts both ways:
+
+    * student anchor against teacher memory: ``s_i = <memory_t[contrast_idx[b, i]], e_s[b]> / nce_t``;
+    * teacher anchor against student memory: ``s_i = <memory_s[contrast_idx[b, i]], e_t[b]> / nce_t``.
+
+    ``objective='nce'`` (the paper's Eq. 18, RepDistiller's ``ContrastLoss``): with ``P = exp(s) / Z``,
+    ``K = nce_k``, ``N = num_data`` and the noise term ``c = K / N``, each direction gives
+    ``-(1/B) * sum_b [log(P_b0 / (P_b0 + c)) + sum_{i>=1} log(c / (P_bi + c))]`` and the loss is the sum
+    of the two directions. The normalisation constants ``Z`` (one per direction, buffers ``z_s`` for the
+    student-anchor direction and ``z_t`` for the teacher-anchor direction, ``-1`` while unset) are
+    estimated once, on the first training batch, as ``N * mean(exp(s))`` over all ``B x (K+1)`` scores,
+    exactly as the reference does, then kept fixed (they are buffers, so a resumed run is exact).
+
+    ``objective='infonce'`` (the InfoNCE variant of the paper's ablation, as in CMC's ``NCESoftmaxLoss``):
+    per direction the softmax cross-entropy of the scores ``s`` (``B x (K+1)``) with target class 0 (the
+    positive), averaged over the batch; the loss is the sum of the two directions. No ``Z`` is needed.
+
+    After the loss is computed (and only in training mode), the rows at ``index`` are updated without
+    gradient, ``memory[index] <- normalize(nce_m * memory[index] + (1 - nce_m) * e)``, for both banks.
+    The scores use a detached copy of the memory, so the update does not disturb autograd. A row that
+    appears twice in ``index`` is updated once, from its first occurrence.
+    Under ``torch.distributed`` the batch's indices and embeddings are all-gathered before the update
+    and the first-batch ``Z`` is averaged over ranks, so every rank keeps identical banks and constants.
+
+    Defaults are RepDistiller's: ``feat_dim=128``, ``nce_k=16384``, ``nce_t=0.07``, ``nce_m=0.5``; the
+    recipe weights the term by 0.8 (with KD 0.9 and CE 1.0 as the other terms). The bank is initialised
+    uniformly in ``[-a, a]`` with ``a = 1 / sqrt(feat_dim / 3)`` (rows of norm ~1), as the reference.
+
+    The teacher feature is detached (as in the reference): gradients reach the student feature and both
+    embedding heads, never the teacher network.
+
+    Departures from the reference: the NCE logs are computed as ``-softplus(...)`` in log space (the
+    reference adds ``eps = 1e-7`` inside the logs; the two agree to ~1e-6 relative); the whole loss,
+    embedding heads included, runs in fp32 with autocast disabled; the memory is not updated in eval mode.
+
+    Args:
+        s_shapes, t_shapes: observed shapes (with batch dim) of the one student / teacher tap.
+        num_data: number of training samples (rows of the banks; the distiller passes the train-set size).
+        feat_dim: embedding size. nce_k: negatives per positive. nce_t: temperature.
+        nce_m: momentum of the memory update. objective: ``'nce'`` (default, the reference) or ``'infonce'``.
+
+    Forward:
+        ``forward(student, teacher, index=..., contrast_idx=..., **extra)``: ``student`` ``B x ...``,
+        ``teacher`` ``B x ...`` (one tensor, or a one-item list), ``index`` ``(B,)`` long sample indices
+        into the train set, ``contrast_idx`` ``(B, nce_k+1)`` long memory rows, positive first (from
+        :class:`~densekd.data.crd.CRDSampleDataset`). If ``contrast_idx`` is None, the positive is ``index``
+        and ``nce_k`` negatives are drawn uniformly with replacement from all ``num_data`` rows (the
+        reference's fallback; negatives may then hit the positive or same-class samples). Returns a scalar.
+    """
+
+    OBJECTIVES = ("nce", "infonce")
+
+    def __init__(self, s_shapes: Sequence[torch.Size] | None = None, t_shapes: Sequence[torch.Size] | None = None,
+                 num_data: int | None = None, feat_dim: int = 128, nce_k: int = 16384, nce_t: float = 0.07,
+                 nce_m: float = 0.5, objective: str = "nce"):
+        super().__init__()
+        if s_shapes is None or t_shapes is None:
+            raise ValueError("CRD needs s_shapes and t_shapes (the observed shapes of the tapped student/teacher "
+                             "features, e.g. [torch.Size([B, 64])]) to build its embedding heads; the distiller "
+                             "passes them, or give them when building CRD by hand")
+        s_shapes, t_shapes = self._shape_list(s_shapes), self._shape_list(t_shapes)
+        if len(s_shapes) != 1 or len(t_shapes) != 1:
+            raise ValueError(f"CRD contrasts one feature per network but got {len(s_shapes)} student and "
+                             f"{len(t_shapes)} teacher taps; tap a single tensor, e.g. student='feats[-1]', "
+                             f"teacher='feats[-1]'")
+        s_shape, t_shape = torch.Size(s_shapes[0]), torch.Size(t_shapes[0])
+        if len(s_shape) < 2 or len(t_shape) < 2:
+            raise ValueError(f"CRD tap shapes must include the batch dimension (B x D...); got student "
+                             f"{tuple(s_shape)}, teacher {tuple(t_shape)}")
+        if num_data is None:
+            raise ValueError("CRD needs num_data (the number of training samples = rows of its memory bank); "
+                             "the distiller passes the train-set size, or set num_data=len(train_set)")
+        if int(num_data) < 2:
+            raise ValueError(f"CRD num_data must be >= 2 (rows of the memory bank), got {num_data}")
+        if int(nce_k) < 1:
+            raise ValueError(f"CRD nce_k (number of negatives) must be >= 1, got {nce_k}")
+        if not nce_t > 0:
+            raise ValueError(f"CRD nce_t (temperature) must be > 0, got {nce_t}")
+        if not 0.0 <= nce_m < 1.0:
+            raise ValueError(f"CRD nce_m (memory momentum) must be in [0, 1), got {nce_m}")
+        if objective not in self.OBJECTIVES:
+            raise ValueError(f"CRD objective must be one of {self.OBJECTIVES}, got {objective!r}")
+
+        self.s_dim = int(s_shape[1:].numel())
+        self.t_dim = int(t_shape[1:].numel())
+        self.num_data = int(num_data)
+        self.feat_dim = int(feat_dim)
+        self.nce_k = int(nce_k)
+        self.nce_t = float(nce_t)
+        self.nce_m = float(nce_m)
+        self.objective = objective
+
+        self.embed_s = LinearEmbed(self.s_dim, self.feat_dim)
+        self.embed_t = LinearEmbed(self.t_dim, self.feat_dim)
+        bound = 1.0 / math.sqrt(self.feat_dim / 3.0)
+        self.register_buffer("memory_s", torch.rand(self.num_data, self.feat_dim).mul_(2 * bound).sub_(bound))
+        self.register_buffer("memory_t", torch.rand(self.num_data, self.feat_dim).mul_(2 * bound).sub_(bound))
+        self.register_buffer("z_s", torch.tensor(-1.0))
+        self.register_buffer("z_t", torch.tensor(-1.0))
+
+    @staticmethod
+    def _shape_list(shapes: Any) -> list:
+        """A bare ``torch.Size`` (or tuple of ints) is one shape; otherwise a list of shapes."""
+        if isinstance(shapes, torch.Size) or (isinstance(shapes, (list, tuple)) and shapes
+                                              and all(isinstance(d, int) for d in shapes)):
+            return [shapes]
+        return as_list(shapes)
+
+    def extra_repr(self) -> str:
+        return (f"num_data={self.num_data}, feat_dim={self.feat_dim}, nce_k={self.nce_k}, nce_t={self.nce_t}, "
+                f"nce_m={self.nce_m}, objective={self.objective!r}")
+
+    # -- input checks ---------------------------------------------------------
+    def _feature(self, x: Any, who: str, dim: int) -> torch.Tensor:
+        xs = as_list(x)
+        if len(xs) != 1:
+            raise ValueError(f"CRD takes one {who} tensor, got a list of {len(xs)}; tap a single tensor "
+                             f"(e.g. {who}='feats[-1]')")
+        f = xs[0]
+        if not torch.is_tensor(f) or f.dim() < 2:
+            raise ValueError(f"CRD {who} feature must be a tensor B x D (or B x C x H x W, flattened); got "
+                             f"{type(f).__name__ if not torch.is_tensor(f) else tuple(f.shape)}")
+        if int(f.shape[1:].numel()) != dim:
+            raise ValueError(f"CRD {who} feature has shape {tuple(f.shape)} ({int(f.shape[1:].numel())} values per "
+                             f"sample) but the embedding head was built for {dim}; the tap must match the shape "
+                             f"observed when the loss was built")
+        return f
+
+    def _indices(self, index: Any, contrast_idx: Any, batch: int, device: torch.device
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        if index is None:
+            raise ValueError("CRD needs the batch's sample indices (index=..., shape (B,)): wrap the training set "
+                             "in CRDSampleDataset (type='CRDSampleDataset'), which adds 'index' and 'contrast_idx'")
+        index = torch.as_tensor(index)
+        if index.dtype.is_floating_point or index.dtype == torch.bool or index.is_complex():
+            raise ValueError(f"CRD index must be an integer tensor, got dtype {index.dtype}")
+        if tuple(index.shape) != (batch,):
+            raise ValueError(f"CRD index must have shape (B,) = ({batch},), got {tuple(index.shape)}")
+        index = index.to(device=device, dtype=torch.long)
+        if contrast_idx is not None:
+            contrast_idx = torch.as_tensor(contrast_idx)
+            if contrast_idx.dtype.is_floating_point or contrast_idx.dtype == torch.bool or contrast_idx.is_complex():
+                raise ValueError(f"CRD contrast_idx must be an integer tensor, got dtype {contrast_idx.dtype}")
+            if contrast_idx.dim() != 2 or contrast_idx.shape[0] != batch:
+                raise ValueError(f"CRD contrast_idx must have shape (B, nce_k+1) = ({batch}, {self.nce_k + 1}), "
+                                 f"got {tuple(contrast_idx.shape)}")
+            if contrast_idx.shape[1] != self.nce_k + 1:
+                raise ValueError(f"CRD contrast_idx has {contrast_idx.shape[1]} columns but the loss has "
+                                 f"nce_k={self.nce_k} (expects nce_k+1 = {self.nce_k + 1}: positive first, then the "
+                                 f"negatives); set the same nce_k on CRDSampleDataset and on the CRD loss")
+            contrast_idx = contrast_idx.to(device=device, dtype=torch.long)
+            bad = ((index < 0) | (index >= self.num_data)).any() | \
+                ((contrast_idx < 0) | (contrast_idx >= self.num_data)).any()
+        else:
+            bad = ((index < 0) | (index >= self.num_data)).any()
+        if bool(bad):
+            raise ValueError(f"CRD index/contrast_idx values must lie in [0, num_data={self.num_data}); got "
+                             f"index range [{int(index.min())}, {int(index.max())}]"
+                             + ("" if contrast_idx is None else
+                                f", contrast_idx range [{int(contrast_idx.min())}, {int(contrast_idx.max())}]")
+                             + "; num_data must be the size of the (wrapped) training set")
+        return index, contrast_idx
+
+    # -- pieces -----------------------------------------------------------------
+    def _estimate_z(self, scores: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``Z`` for one direction: the stored one, or (first batch) ``N * mean(exp(scores))``."""
+        if z.item() > 0:
+            return z.detach()
+        with torch.no_grad():
+            est = scores.detach().exp().mean() * self.num_data
+            world = _distributed_world()
+            if world > 1:
+                dist.all_reduce(est)
+                est = est / world
+            if self.training:
+                z.fill_(est.item())
+        return est
+
+    def _nce(self, scores: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """RepDistiller's ``ContrastLoss`` on ``scores`` (``B x (K+1)``, already divided by ``nce_t``)."""
+        log_p = scores - torch.log(z)               # log(exp(s) / Z)
+        log_c = math.log(self.nce_k / self.num_data)  # noise term K * Pn, Pn = 1 / N
+        log_d1 = -F.softplus(log_c - log_p[:, 0])   # log(P / (P + c))
+        log_d0 = -F.softplus(log_p[:, 1:] - log_c)  # log(c / (P + c))
+        return -(log_d1.sum() + log_d0.sum()) / scores.shape[0]
+
+    @torch.no_grad()
+    def _update_memory(self, index: torch.Tensor, e_s: torch.Tensor, e_t: torch.Tensor) -> None:
+        if _distributed_world() > 1:
+            index, e_s, e_t = _all_gather_rows(index), _all_gather_rows(e_s), _all_gather_rows(e_t)
+        # A row listed twice (samplers with replacement, DistributedSampler padding) takes its first
+        # occurrence, so the update is deterministic (index_copy_ with duplicates is not on CUDA).
+        uniq, inverse = torch.unique(index, return_inverse=True)
+        if uniq.numel() < index.numel():
+            positions = torch.arange(index.numel(), device=index.device)
+            first = torch.full_like(uniq, index.numel()).scatter_reduce_(0, inverse, positions, reduce="amin")
+            index, e_s, e_t = index[first], e_s[first], e_t[first]
+        for bank, e in ((self.memory_s, e_s), (self.memory_t, e_t)):
+            rows = bank.index_select(0, index).mul_(self.nce_m).add_(e.to(bank.dtype), alpha=1.0 - self.nce_m)
+            bank.index_copy_(0, index, F.normalize(rows, dim=1))
+
+    # -- forward ----------------------------------------------------------------
+    def forward(self, student: Any, teacher: Any, index: Any = None, contrast_idx: Any = None,
+                **extra: Any) -> torch.Tensor:
+        f_s = self._feature(student, "student", self.s_dim)
+        f_t = self._feature(teacher, "teacher", self.t_dim)
+        batch = f_s.shape[0]
+        if f_t.shape[0] != batch:
+            raise ValueError(f"CRD student and teacher batch sizes differ: {tuple(f_s.shape)} vs {tuple(f_t.shape)}")
+        device = self.memory_s.device
+        index, contrast_idx = self._indices(index, contrast_idx, batch, device)
+        if contrast_idx is None:  # reference fallback: uniform draws over the whole bank, positive first
+            contrast_idx = torch.randint(0, self.num_data, (batch, self.nce_k + 1), device=device)
+            contrast_idx[:, 0] = index
+
+        autocast_device = device.type if device.type in ("cuda", "cpu") else "cpu"
+        with torch.autocast(device_type=autocast_device, enabled=False):
+            e_s = self.embed_s(f_s.to(device=device, dtype=torch.float32))
+            e_t = self.embed_t(f_t.detach().to(device=device, dtype=torch.float32))
+            flat = contrast_idx.reshape(-1)
+            w_t = self.memory_t.index_select(0, flat).view(batch, self.nce_k + 1, self.feat_dim).detach()
+            w_s = self.memory_s.index_select(0, flat).view(batch, self.nce_k + 1, self.feat_dim).detach()
+            scores_s = torch.bmm(w_t, e_s.unsqueeze(2)).squeeze(2) / self.nce_t  # student anchor, teacher memory
+            scores_t = torch.bmm(w_s, e_t.unsqueeze(2)).squeeze(2) / self.nce_t  # teacher anchor, student memory
+            if self.objective == "nce":
+                z_s = self._estimate_z(scores_s, self.z_s)
+                z_t = self._estimate_z(scores_t, self.z_t)
+                loss = self._nce(scores_s, z_s) + self._nce(scores_t, z_t)
+            else:
+                target = torch.zeros(batch, dtype=torch.long, device=device)
+                loss = F.cross_entropy(scores_s, target) + F.cross_entropy(scores_t, target)
+
+        if self.training:
+            self._update_memory(index, e_s.detach(), e_t.detach())
+        return loss

@@ -1,1 +1,595 @@
-__all__: list[str] = []
+"""Feature-map distillation losses: FitNet, AT, FT, NST, AB, OFD, FSP, VID.
+
+All follow the loss contract (DESIGN.md, "Loss API"): ``forward(student, teacher, **extra) -> scalar``,
+where ``student``/``teacher`` are one ``B x C x H x W`` tensor or a list of them (one per tap, same order).
+Normalisations follow RepDistiller (HobbitLong/RepDistiller, ``distiller_zoo/``), and OFD follows its
+authors' code (clovaai/overhaul-distillation), so that the published weights reproduce the recipes:
+FitNet 100, AT 1000, FT 200, NST 50, AB 1 (init stage), FSP 50 (init stage), VID 1, OFD 1.
+
+Teacher tensors are always detached here, so no gradient ever reaches the teacher. Losses with learnable
+parts (regressors, connectors, paraphraser/translator) build them from the observed ``s_shapes`` /
+``t_shapes`` (batched ``torch.Size`` per tap) that the distiller passes to the constructor.
+
+Two-stage methods (AB, FT, FSP) also define ``init_loss``, ``init_trains_student`` and
+``init_parameters()``; RepDistiller's init stage (``helper/pretrain.py``) runs ``init_epochs=30`` epochs of
+SGD (momentum 0.9, weight decay 5e-4, lr = the main learning rate 0.05, except FT with ResNet/WRN
+students: 0.01) with the student and teacher in eval mode and only the init modules in train mode.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from densekd.distill.connectors import ConvConnector, ConvReg, Paraphraser, Translator
+from densekd.losses._utils import as_list, check_same_length
+from densekd.registry import LOSSES
+
+__all__ = ["FitNet", "AT", "FT", "NST", "AB", "OFD", "FSP", "VID"]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------------------
+def _shape_list(shapes: Any, which: str, name: str) -> list[torch.Size]:
+    if shapes is None:
+        raise ValueError(f"{name} builds learnable parts from the tapped shapes and needs {which} (a list of "
+                         f"batched torch.Size, one per tap); the distiller passes it from a probe forward, "
+                         f"when building by hand pass e.g. {which}=[f.shape for f in feats]")
+    if isinstance(shapes, torch.Size) or (len(shapes) > 0 and isinstance(shapes[0], int)):
+        shapes = [shapes]
+    out = [torch.Size(s) for s in shapes]
+    if not out:
+        raise ValueError(f"{name}: {which} is empty; tap at least one layer")
+    for s in out:
+        if len(s) != 4:
+            raise ValueError(f"{name} works on 4-D (B x C x H x W) feature maps, but {which} contains "
+                             f"{tuple(s)}; tap convolutional feature maps (e.g. 'feats[1:-1]'), not vectors")
+    return out
+
+
+def _shape_pair(s_shapes: Any, t_shapes: Any, name: str) -> tuple[list[torch.Size], list[torch.Size]]:
+    s = _shape_list(s_shapes, "s_shapes", name)
+    t = _shape_list(t_shapes, "t_shapes", name)
+    if len(s) != len(t):
+        raise ValueError(f"{name}: got {len(s)} student shapes but {len(t)} teacher shapes; list the same "
+                         f"number of layers for student and teacher")
+    return s, t
+
+
+def _layers(student: Any, teacher: Any, name: str, expected: int | None = None,
+            min_layers: int = 1) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Lists of 4-D student / detached teacher maps, checked for count and batch size."""
+    s_list, t_list = as_list(student), as_list(teacher)
+    check_same_length(s_list, t_list, name)
+    if expected is not None and len(s_list) != expected:
+        raise ValueError(f"{name} was built for {expected} layer(s) (from s_shapes/t_shapes) but got "
+                         f"{len(s_list)}; tap the same layers as in the probe forward that built it")
+    if len(s_list) < min_layers:
+        raise ValueError(f"{name} needs at least {min_layers} tapped layers, got {len(s_list)}")
+    for i, (s, t) in enumerate(zip(s_list, t_list)):
+        if s.dim() != 4 or t.dim() != 4:
+            raise ValueError(f"{name} works on 4-D (B x C x H x W) feature maps; layer {i} has student "
+                             f"{tuple(s.shape)} and teacher {tuple(t.shape)}; tap convolutional feature maps")
+        if s.shape[0] != t.shape[0]:
+            raise ValueError(f"{name}: layer {i} batch sizes differ (student {tuple(s.shape)}, teacher "
+                             f"{tuple(t.shape)}); feed the same batch to both networks")
+    return s_list, [t.detach() for t in t_list]
+
+
+def _pool_to_common(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adaptive-average-pool the larger map to the smaller spatial size (RepDistiller's rule, per axis)."""
+    if a.shape[2:] == b.shape[2:]:
+        return a, b
+    size = (min(a.shape[2], b.shape[2]), min(a.shape[3], b.shape[3]))
+    if tuple(a.shape[2:]) != size:
+        a = F.adaptive_avg_pool2d(a, size)
+    if tuple(b.shape[2:]) != size:
+        b = F.adaptive_avg_pool2d(b, size)
+    return a, b
+
+
+def _check_channels(name: str, i: int, got: torch.Tensor, built: int, who: str) -> None:
+    if got.shape[1] != built:
+        raise ValueError(f"{name}: layer {i} {who} has {got.shape[1]} channels but the loss was built for "
+                         f"{built} (from {'s' if who == 'student' else 't'}_shapes); tap the same layers as "
+                         f"in the probe forward")
+
+
+def _params(modules: Sequence[nn.Module]) -> list[nn.Parameter]:
+    return [p for m in modules for p in m.parameters()]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# FitNet
+# ----------------------------------------------------------------------------------------------------------
+@LOSSES.register()
+class FitNet(nn.Module):
+    """FitNets hint loss (Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015).
+
+    ``loss = sum_l mean((r_l(S_l) - T_l)^2)`` where ``r_l`` is a :class:`ConvReg` regressor
+    (conv + BN + ReLU; strided conv when the student map is 2x larger, transposed conv when it is 2x
+    smaller, a ``(1+Hs-Ht) x (1+Ws-Wt)`` conv otherwise) built from ``s_shapes``/``t_shapes``.
+
+    Shapes: student ``B x Cs x Hs x Ws``, teacher ``B x Ct x Ht x Wt`` (or lists of them).
+    Defaults (RepDistiller ``HintLoss`` + ``ConvReg``): one hint layer (``hint_layer=2``, i.e. ``feats[2]``),
+    ``relu=True``, weight 100, trained jointly from the start. Departures from the paper: RepDistiller (and
+    this class) skips the paper's separate hint-pretraining stage and uses the mean (not the sum / 2) of the
+    squared error. Several taps are allowed (the loss is the sum over them); one tap reproduces RepDistiller.
+    """
+
+    def __init__(self, s_shapes=None, t_shapes=None, relu: bool = True):
+        super().__init__()
+        s, t = _shape_pair(s_shapes, t_shapes, "FitNet")
+        self.regressors = nn.ModuleList(ConvReg(a, b, relu=relu) for a, b in zip(s, t))
+
+    def forward(self, student, teacher, **extra) -> torch.Tensor:
+        s_list, t_list = _layers(student, teacher, "FitNet", expected=len(self.regressors))
+        loss = 0.0
+        for i, (s, t, reg) in enumerate(zip(s_list, t_list, self.regressors)):
+            out = reg(s)
+            if out.shape != t.shape:
+                raise ValueError(f"FitNet: layer {i} regressor maps student {tuple(s.shape)} to "
+                                 f"{tuple(out.shape)}, but the teacher map is {tuple(t.shape)}; tap layers of "
+                                 f"the sizes seen in the probe forward that built the regressor")
+            loss = loss + F.mse_loss(out, t)
+        return loss
+
+
+# ----------------------------------------------------------------------------------------------------------
+# AT
+# ----------------------------------------------------------------------------------------------------------
+def _attention(f: torch.Tensor, p: float) -> torch.Tensor:
+    return F.normalize(f.abs().pow(p).mean(1).flatten(1), dim=1)
+
+
+@LOSSES.register()
+class AT(nn.Module):
+    """Attention transfer (Zagoruyko & Komodakis, "Paying More Attention to Attention", ICLR 2017).
+
+    Attention map of ``f`` (``B x C x H x W``): ``a = vec(mean_c |f_c|^p)`` normalised to unit L2 norm
+    (``B x HW``). ``loss = sum_l mean_{b, hw} (a_S - a_T)^2``. When the spatial sizes differ the larger map
+    is adaptive-average-pooled to the smaller one (RepDistiller). Student and teacher channel counts may
+    differ; no learnable parameters.
+
+    Defaults (RepDistiller ``Attention``): ``p=2``, taps ``feats[1:-1]``, weight 1000. Departure from the
+    paper: the paper uses ``beta/2 * ||a_S - a_T||_2`` (a norm, not its square) summed over layers; the
+    reference takes the mean of the squared difference, which is what the weight 1000 is tuned for.
+    ``|f|^p`` is used as in the paper (RepDistiller's ``f^p`` is the same for the default even ``p``).
+    """
+
+    def __init__(self, p: float = 2.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, student, teacher, **extra) -> torch.Tensor:
+        s_list, t_list = _layers(student, teacher, "AT")
+        loss = 0.0
+        for s, t in zip(s_list, t_list):
+            s, t = _pool_to_common(s, t)
+            loss = loss + (_attention(s, self.p) - _attention(t, self.p)).pow(2).mean()
+        return loss
+
+
+# ----------------------------------------------------------------------------------------------------------
+# FT
+# ----------------------------------------------------------------------------------------------------------
+@LOSSES.register()
+class FT(nn.Module):
+    """Factor transfer (Kim et al., "Paraphrasing Complex Network: Network Compression via Factor Transfer",
+    NeurIPS 2018).
+
+    A :class:`Paraphraser` (conv auto-encoder, factor rate 0.5) is first trained on the teacher map to
+    reconstruct it (``init_loss = mean((rec(T) - T)^2)``, the init stage; ``init_trains_student=False``:
+    only ``init_parameters()`` = the paraphraser are optimised). Then a :class:`Translator` on the student
+    predicts the teacher factor: with ``phi(F) = normalize(vec(mean_c F_c^p1))`` (``B x HW``),
+    ``loss = sum_l mean |phi(translator(S)) - phi(paraphraser.encode(T))|^p2``. If the spatial sizes
+    differ the larger factor is adaptive-average-pooled to the smaller.
+
+    Shapes: student ``B x Cs x H x W``, teacher ``B x Ct x H' x W'`` (or lists of them; one module pair per
+    tap). Defaults (RepDistiller ``FactorTransfer``, ``Paraphraser``, ``Translator``): ``rate=0.5``,
+    ``p1=2``, ``p2=1``, tap ``feats[-2]``, weight 200; init stage 30 epochs, SGD lr 0.01 for ResNet/WRN
+    students (else the main lr), MSE reconstruction. After the init stage the paraphraser is frozen: the
+    teacher factor is computed without gradient and ``separate_parameters()`` returns the paraphraser so
+    that the trainer leaves it out of the student's optimiser.
+
+    Departure from the paper (follows RepDistiller): the paper compares the L2-normalised factor tensors
+    directly; the reference first reduces them to an attention-like map ``mean_c F_c^2`` and normalises that.
+    ``|.|^p2`` is used for ``p2 != 1`` (same as the reference for even ``p2``).
+    """
+
+    init_trains_student = False
+
+    def __init__(self, s_shapes=None, t_shapes=None, rate: float = 0.5, p1: float = 2.0, p2: float = 1.0):
+        super().__init__()
+        s, t = _shape_pair(s_shapes, t_shapes, "FT")
+        self.paraphrasers = nn.ModuleList(Paraphraser(b[1], rate=rate) for b in t)
+        self.translators = nn.ModuleList(Translator(a[1], para.out_channels)
+                                         for a, para in zip(s, self.paraphrasers))
+        self._s_channels = [a[1] for a in s]
+        self._t_channels = [b[1] for b in t]
+        self.p1, self.p2 = p1, p2
+
+    def _factor(self, f: torch.Tensor) -> torch.Tensor:
+        return F.normalize(f.pow(self.p1).mean(1).flatten(1), dim=1)
+
+    def init_loss(self, student, teacher, **extra) -> torch.Tensor:
+        """Paraphraser reconstruction loss on the teacher maps (the student is ignored)."""
+        t_list = [t.detach() for t in as_list(teacher)]
+        if len(t_list) != len(self.paraphrasers):
+            raise ValueError(f"FT was built for {len(self.paraphrasers)} layer(s) but got {len(t_list)} "
+                             f"teacher tensors; tap the same layers as in the probe forward")
+        loss = 0.0
+        for i, (t, para) in enumerate(zip(t_list, self.paraphrasers)):
+            _check_channels("FT", i, t, self._t_channels[i], "teacher")
+            _, rec = para(t)
+            loss = loss + F.mse_loss(rec, t)
+        return loss
+
+    def init_parameters(self) -> list[nn.Parameter]:
+        return _params(self.paraphrasers)
+
+    def separate_parameters(self) -> list[nn.Parameter]:
+        return _params(self.paraphrasers)
+
+    def forward(self, student, teacher, **extra) -> torch.Tensor:
+        s_list, t_list = _layers(student, teacher, "FT", expected=len(self.translators))
+        loss = 0.0
+        for i, (s, t) in enumerate(zip(s_list, t_list)):
+            _check_channels("FT", i, s, self._s_channels[i], "student")
+            _check_channels("FT", i, t, self._t_channels[i], "teacher")
+            factor_s = self.translators[i](s)
+            with torch.no_grad():
+                factor_t = self.paraphrasers[i].encode(t)
+            factor_s, factor_t = _pool_to_common(factor_s, factor_t)
+            diff = self._factor(factor_s) - self._factor(factor_t)
+            loss = loss + (diff.abs() if self.p2 == 1 else diff.abs().pow(self.p2)).mean()
+        return loss
+
+
+# ----------------------------------------------------------------------------------------------------------
+# NST
+# ----------------------------------------------------------------------------------------------------------
+def _poly_kernel_mean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """mean over (batch, i, j) of (a_i . b_j)^2 for ``B x Ca x N`` and ``B x Cb x N``."""
+    return torch.bmm(a, b.transpose(1, 2)).pow(2).mean()
+
+
+@LOSSES.register()
+class NST(nn.Module):
+    """Neuron selectivity transfer (Huang & Wang, "Like What You Like: Knowledge Distill via Neuron
+    Selectivity Transfer", arXiv 2017).
+
+    Each channel of a map (``B x C x H x W``) is a sample ``f_c in R^{HW}``, L2-normalised. With the
+    polynomial kernel ``k(x, y) = (x . y)^2`` (d=2, c=0) the squared MMD between the student and teacher
+    channel distributions is ``mean_ij k(t_i,t_j) + mean_ij k(s_i,s_j) - 2 mean_ij k(s_i,t_j)``, averaged
+    over the batch; ``loss = sum_l MMD^2``. Channel counts may differ; spatial sizes are matched by
+    adaptive-average-pooling the larger map. No learnable parameters.
+
+    Defaults (RepDistiller ``NSTLoss``, ``full_loss=True``): taps ``feats[1:-1]``, weight 50. The
+    teacher-teacher term is a constant (kept so the value is the true MMD^2).
+    """
+
+    def __init__(self):
+        super().__init__()
+
+    def forward(self, student, teacher, **extra) -> torch.Tensor:
+        s_list, t_list = _layers(student, teacher, "NST")
+        loss = 0.0
+        for s, t in zip(s_list, t_list):
+            s, t = _pool_to_common(s, t)
+            s = F.normalize(s.flatten(2), dim=2)
+            t = F.normalize(t.flatten(2), dim=2)
+            loss = loss + (_poly_kernel_mean(t, t) + _poly_kernel_mean(s, s) - 2 * _poly_kernel_mean(s, t))
+        return loss
+
+
+# ----------------------------------------------------------------------------------------------------------
+# AB
+# ----------------------------------------------------------------------------------------------------------
+@LOSSES.register()
+class AB(nn.Module):
+    """Activation-boundary distillation (Heo et al., "Knowledge Transfer via Distillation of Activation
+    Boundaries Formed by Hidden Neurons", AAAI 2019).
+
+    Uses PRE-ReLU maps of both networks (tap ``preacts[1:-1]``). A connector per layer maps the student
+    map to the teacher's shape (identity when shapes agree, else :class:`ConvReg` without ReLU, as
+    RepDistiller's ``Connector``). With ``s`` the connected student and ``t`` the teacher pre-activation,
+    the alternative (hinge-squared) loss per layer is
+
+        ``L_l = sum (s + m)^2 [s > -m and t <= 0] + (s - m)^2 [s <= m and t > 0]``
+
+    and ``loss = sum_l w_l * L_l / B * 3 / 1000`` with ``w_l = 2^(l - L + 1)`` (last layer 1, halving
+    towards the input). Shapes: ``B x C x H x W`` (lists, one per tap).
+
+    Defaults (RepDistiller ``ABLoss`` + ``Connector``): ``margin=1.0``. Two-stage:
+    ``init_trains_student=True`` -- the init stage (30 epochs) trains the student's feature layers and
+    ``init_parameters()`` (the connectors) with ``init_loss`` alone (RepDistiller weight 1). RepDistiller's
+    main stage then adds NOTHING for AB (``loss_kd = 0``; the connectors are unused): to reproduce it, use
+    this term only in the init stage. ``forward`` computes the same value as ``init_loss``, so the term can
+    also be kept in the main stage (as in the AB paper's variants) if wanted.
+    """
+
+    init_trains_student = True
+
+    def __init__(self, s_shapes=None, t_shapes=None, margin: float = 1.0):
+        super().__init__()
+        s, t = _shape_pair(s_shapes, t_shapes, "AB")
+        self.connectors = nn.ModuleList(
+            nn.Identity() if tuple(a[1:]) == tuple(b[1:]) else ConvReg(a, b, relu=False) for a, b in zip(s, t))
+        n = len(s)
+        self.weights = [2.0 ** (i - n + 1) for i in range(n)]
+        self.margin = margin
+
+    def init_loss(self, student, teacher, **extra) -> torch.Tensor:
+        s_list, t_list = _layers(student, teacher, "AB", expected=len(self.connectors))
+        m = self.margin
+        batch = s_list[0].shape[0]
+        loss = 0.0
+        for i, (s, t, conn, w) in enumerate(zip(s_list, t_list, self.connectors, self.weights)):
+            s = conn(s)
+            if s.shape != t.shape:
+                raise ValueError(f"AB: layer {i} connected student map {tuple(s.shape)} does not match the "
+                                 f"teacher map {tuple(t.shape)}; tap the layers seen in the probe forward")
+            neg = ((s > -m) & (t <= 0)).to(s.dtype)
+            pos = ((s <= m) & (t > 0)).to(s.dtype)
+            layer = ((s + m).pow(2) * neg + (s - m).pow(2) * pos).sum()
+            loss = loss + w * layer / batch / 1000 * 3
+        return loss
+
+    def init_parameters(self) -> list[nn.Parameter]:
+        return _params(self.connectors)
+
+    def forward(self, student, teacher, **extra) -> torch.Tensor:
+        return self.init_loss(student, teacher, **extra)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# OFD
+# ----------------------------------------------------------------------------------------------------------
+def ofd_margin(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """OFD teacher margin per channel: ``E[x | x < 0]`` for ``x ~ N(mean, std^2)``.
+
+    ``m = mean - std * pdf(mean/std) / cdf(-mean/std)``; where ``cdf(-mean/std) <= 0.001`` (almost no
+    negative responses) the reference uses ``-3 std`` instead. Computed in float64.
+    """
+    mean = mean.detach().double()
+    std = std.detach().double().abs()
+    safe = std.clamp_min(1e-12)
+    z = mean / safe
+    cdf = torch.special.ndtr(-z)
+    pdf = torch.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+    margin = mean - std * pdf / cdf.clamp_min(1e-300)
+    return torch.where(cdf > 1e-3, margin, -3 * std)
+
+
+def _bn_pair(item: Any, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if isinstance(item, nn.modules.batchnorm._BatchNorm):
+        if item.weight is None or item.bias is None:
+            raise ValueError(f"OFD: teacher_bn[{i}] is a BatchNorm without affine parameters; pass "
+                             f"(mean, std) tensors instead")
+        return item.bias.detach(), item.weight.detach()
+    if isinstance(item, (tuple, list)) and len(item) == 2:
+        return torch.as_tensor(item[0]).detach(), torch.as_tensor(item[1]).detach()
+    raise ValueError(f"OFD: teacher_bn[{i}] must be a (mean, std) pair of per-channel tensors or the "
+                     f"teacher's BatchNorm2d before the ReLU, got {type(item).__name__}")
+
+
+@LOSSES.register()
+class OFD(nn.Module):
+    """Overhaul of feature distillation (Heo et al., "A Comprehensive Overhaul of Feature Distillation",
+    ICCV 2019).
+
+    Uses PRE-ReLU maps (tap ``preacts``, typically the end of every stage). The student map goes through a
+    connector (1x1 conv + BN, He-normal init, as the reference); the teacher map through the margin ReLU
+    ``t' = max(t, m_c)`` where ``m_c = E[x | x < 0]`` for the teacher's per-channel pre-ReLU distribution
+    ``N(mu_c, sigma_c^2)`` (:func:`ofd_margin`). Partial L2: ``d = (s - t')^2`` except where
+    ``s <= t' <= 0`` (then 0). ``loss = sum_l sum(d_l) / 2^(L-1-l) / B / 1000`` (the reference CIFAR
+    normalisation; its ImageNet script divides by 10000 instead, i.e. use weight 0.1 there).
+
+    Margin statistics: the reference reads ``mu, sigma`` from the teacher BN before the ReLU (``beta``,
+    ``|gamma|``). Since a loss sees tensors, not models, pass ``teacher_bn`` -- one entry per tap, each a
+    ``(mean, std)`` pair of ``C`` tensors or the ``BatchNorm2d`` module itself (a single pair/module is
+    accepted for one tap). Without it the margin is ESTIMATED from the teacher features: per-channel mean and
+    (biased) std over batch and space are accumulated over the first ``estimate_batches`` forward calls
+    (default 10, any train/eval mode, not synchronised across processes) and the margin recomputed after
+    each; then it is frozen. Margins and statistics are buffers (saved in checkpoints).
+
+    Shapes: student ``B x Cs x H x W``, teacher ``B x Ct x H x W`` (same spatial size; lists per tap).
+    Defaults: weight 1, ``estimate_batches=10``.
+    """
+
+    def __init__(self, s_shapes=None, t_shapes=None, teacher_bn=None, estimate_batches: int = 10):
+        super().__init__()
+        s, t = _shape_pair(s_shapes, t_shapes, "OFD")
+        for i, (a, b) in enumerate(zip(s, t)):
+            if tuple(a[2:]) != tuple(b[2:]):
+                raise ValueError(f"OFD: layer {i} student {tuple(a)} and teacher {tuple(b)} differ in spatial "
+                                 f"size; OFD's 1x1 connector needs equal H x W, tap layers of equal resolution")
+        self.connectors = nn.ModuleList(ConvConnector(a[1], b[1]) for a, b in zip(s, t))
+        for conn in self.connectors:
+            nn.init.kaiming_normal_(conn[0].weight, mode="fan_out", nonlinearity="relu")
+        self.num_layers = len(s)
+        self._t_channels = [b[1] for b in t]
+        self.estimate_batches = int(estimate_batches)
+        self.register_buffer("batches_seen", torch.zeros((), dtype=torch.long))
+        if teacher_bn is not None:
+            if isinstance(teacher_bn, nn.modules.batchnorm._BatchNorm) or (
+                    isinstance(teacher_bn, (tuple, list)) and len(teacher_bn) == 2
+                    and isinstance(teacher_bn[0], torch.Tensor)):
+                teacher_bn = [teacher_bn]
+            if len(teacher_bn) != self.num_layers:
+                raise ValueError(f"OFD: teacher_bn has {len(teacher_bn)} entries but {self.num_layers} layers "
+                                 f"are tapped; give one (mean, std) pair or BatchNorm2d per teacher tap")
+            self.estimate = False
+        else:
+            self.estimate = True
+        for i, c in enumerate(self._t_channels):
+            if teacher_bn is not None:
+                mean, std = _bn_pair(teacher_bn[i], i)
+                if mean.numel() != c or std.numel() != c:
+                    raise ValueError(f"OFD: teacher_bn[{i}] has {mean.numel()}/{std.numel()} values but the "
+                                     f"teacher tap has {c} channels; pass the BN right before that ReLU")
+                margin = ofd_margin(mean.flatten(), std.flatten()).float()
+            else:
+                margin = torch.zeros(c)
+            self.register_buffer(f"margin{i}", margin)
+            if self.estimate:
+                self.register_buffer(f"stat_sum{i}", torch.zeros(c, dtype=torch.float64))
+                self.register_buffer(f"stat_sumsq{i}", torch.zeros(c, dtype=torch.float64))
+                self.register_buffer(f"stat_count{i}", torch.zeros((), dtype=torch.float64))
+
+    def margins(self) -> list[torch.Tensor]:
+        return [getattr(self, f"margin{i}") for i in range(self.num_layers)]
+
+    @torch.no_grad()
+    def _update_margins(self, t_list: list[torch.Tensor]) -> None:
+        for i, t in enumerate(t_list):
+            x = t.double()
+            s_sum, s_sq, s_n = (getattr(self, f"stat_sum{i}"), getattr(self, f"stat_sumsq{i}"),
+                                getattr(self, f"stat_count{i}"))
+            s_sum += x.sum(dim=(0, 2, 3))
+            s_sq += x.pow(2).sum(dim=(0, 2, 3))
+            s_n += x.shape[0] * x.shape[2] * x.shape[3]
+            mean = s_sum / s_n
+            std = (s_sq / s_n - mean.pow(2)).clamp_min(0).sqrt()
+            getattr(self, f"margin{i}").copy_(ofd_margin(mean, std))
+        self.batches_seen += 1
+
+    def forward(self, student, teacher, **extra) -> torch.Tensor:
+        s_list, t_list = _layers(student, teacher, "OFD", expected=self.num_layers)
+        for i, t in enumerate(t_list):
+            _check_channels("OFD", i, t, self._t_channels[i], "teacher")
+        if self.estimate and int(self.batches_seen) < self.estimate_batches:
+            self._update_margins(t_list)
+        batch = s_list[0].shape[0]
+        loss = 0.0
+        for i, (s, t, conn) in enumerate(zip(s_list, t_list, self.connectors)):
+            s = conn(s)
+            if s.shape != t.shape:
+                raise ValueError(f"OFD: layer {i} connected student map {tuple(s.shape)} does not match the "
+                                 f"teacher map {tuple(t.shape)}; tap layers of equal spatial size")
+            target = torch.maximum(t, getattr(self, f"margin{i}").to(t.dtype).view(1, -1, 1, 1))
+            mask = ((s > target) | (target > 0)).to(s.dtype)
+            layer = ((s - target).pow(2) * mask).sum()
+            loss = loss + layer / 2 ** (self.num_layers - 1 - i)
+        return loss / batch / 1000
+
+
+# ----------------------------------------------------------------------------------------------------------
+# FSP
+# ----------------------------------------------------------------------------------------------------------
+def _fsp_matrices(feats: list[torch.Tensor]) -> list[torch.Tensor]:
+    out = []
+    for bottom, top in zip(feats[:-1], feats[1:]):
+        bottom, top = _pool_to_common(bottom, top)
+        hw = bottom.shape[2] * bottom.shape[3]
+        out.append(torch.einsum("bihw,bjhw->bij", bottom, top) / hw)
+    return out
+
+
+@LOSSES.register()
+class FSP(nn.Module):
+    """Flow of solution procedure (Yim et al., "A Gift from Knowledge Distillation: Fast Optimization,
+    Network Minimization and Transfer Learning", CVPR 2017).
+
+    For consecutive taps ``F1`` (``B x C1 x H x W``) and ``F2`` (``B x C2 x H' x W'``), the larger map is
+    adaptive-average-pooled to the smaller size and ``G_ij = mean_{hw} F1_i F2_j`` (``B x C1 x C2``).
+    ``loss = sum_pairs mean (G_S - G_T)^2``. Student and teacher must have the SAME channel count at every
+    tap (ValueError otherwise); at least 2 taps.
+
+    Defaults (RepDistiller ``FSP``): taps ``feats[:-1]``, weight 50. RepDistiller uses FSP ONLY as an init
+    stage: ``init_trains_student=True`` (30 epochs training the student's feature layers with this loss
+    alone; ``init_parameters()`` is empty) and adds nothing in the main stage (``loss_kd = 0``). ``forward``
+    equals ``init_loss``. Departure from the paper: the mean (not the sum) of squared differences, no
+    per-pair weights.
+    """
+
+    init_trains_student = True
+
+    def __init__(self, s_shapes=None, t_shapes=None):
+        super().__init__()
+        self._s_channels = self._t_channels = None
+        if s_shapes is not None and t_shapes is not None:
+            s, t = _shape_pair(s_shapes, t_shapes, "FSP")
+            self._check([a[1] for a in s], [b[1] for b in t])
+
+    @staticmethod
+    def _check(s_channels: list[int], t_channels: list[int]) -> None:
+        if len(s_channels) < 2:
+            raise ValueError(f"FSP needs at least 2 tapped layers (it relates consecutive layers), got "
+                             f"{len(s_channels)}; tap e.g. 'feats[:-1]'")
+        if list(s_channels) != list(t_channels):
+            raise ValueError(f"FSP needs equal student and teacher channel counts at every tap, got student "
+                             f"{list(s_channels)} vs teacher {list(t_channels)}; pick a teacher/student pair of "
+                             f"the same widths or use another loss (e.g. AT, NST)")
+
+    def init_loss(self, student, teacher, **extra) -> torch.Tensor:
+        s_list, t_list = _layers(student, teacher, "FSP", min_layers=2)
+        self._check([s.shape[1] for s in s_list], [t.shape[1] for t in t_list])
+        loss = 0.0
+        for gs, gt in zip(_fsp_matrices(s_list), _fsp_matrices(t_list)):
+            loss = loss + (gs - gt).pow(2).mean()
+        return loss
+
+    def init_parameters(self) -> list[nn.Parameter]:
+        return []
+
+    def forward(self, student, teacher, **extra) -> torch.Tensor:
+        return self.init_loss(student, teacher, **extra)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# VID
+# ----------------------------------------------------------------------------------------------------------
+@LOSSES.register()
+class VID(nn.Module):
+    """Variational information distillation (Ahn et al., "Variational Information Distillation for
+    Knowledge Transfer", CVPR 2019).
+
+    Per tap a regressor ``mu(S)`` (1x1 conv ``Cs->M``, ReLU, 1x1 ``M->M``, ReLU, 1x1 ``M->Ct``, no bias)
+    predicts the teacher map and a learnable per-channel variance ``sigma_c^2 = softplus(alpha_c) + eps``
+    (initialised to ``init_pred_var``). Gaussian negative log-likelihood (constant dropped):
+
+        ``loss = sum_l mean_{b,c,h,w} 0.5 * ((mu(S) - T)^2 / sigma_c^2 + log sigma_c^2)``
+
+    If spatial sizes differ, the larger map is adaptive-average-pooled first.
+    Shapes: student ``B x Cs x H x W``, teacher ``B x Ct x H' x W'`` (lists, one per tap).
+    Defaults (RepDistiller ``VIDLoss``): ``mid_channels`` = teacher channels, ``init_pred_var=5.0``,
+    ``eps=1e-5``, taps ``feats[1:-1]``, weight 1.
+    """
+
+    def __init__(self, s_shapes=None, t_shapes=None, mid_channels: int | None = None,
+                 init_pred_var: float = 5.0, eps: float = 1e-5):
+        super().__init__()
+        if init_pred_var <= eps:
+            raise ValueError(f"VID: init_pred_var={init_pred_var} must exceed eps={eps}")
+        s, t = _shape_pair(s_shapes, t_shapes, "VID")
+        self.regressors = nn.ModuleList()
+        self.log_scales = nn.ParameterList()
+        alpha = math.log(math.expm1(init_pred_var - eps))  # inverse softplus
+        for a, b in zip(s, t):
+            mid = mid_channels or b[1]
+            self.regressors.append(nn.Sequential(
+                nn.Conv2d(a[1], mid, 1, bias=False), nn.ReLU(),
+                nn.Conv2d(mid, mid, 1, bias=False), nn.ReLU(),
+                nn.Conv2d(mid, b[1], 1, bias=False)))
+            self.log_scales.append(nn.Parameter(torch.full((b[1],), alpha)))
+        self._s_channels = [a[1] for a in s]
+        self._t_channels = [b[1] for b in t]
+        self.eps = eps
+
+    def forward(self, student, teacher, **extra) -> torch.Tensor:
+        s_list, t_list = _layers(student, teacher, "VID", expected=len(self.regressors))
+        loss = 0.0
+        for i, (s, t) in enumerate(zip(s_list, t_list)):
+            _check_channels("VID", i, s, self._s_channels[i], "student")
+            _check_channels("VID", i, t, self._t_channels[i], "teacher")
+            s, t = _pool_to_common(s, t)
+            mean = self.regressors[i](s)
+            var = (F.softplus(self.log_scales[i]) + self.eps).view(1, -1, 1, 1)
+            loss = loss + (0.5 * ((mean - t).pow(2) / var + var.log())).mean()
+        return loss

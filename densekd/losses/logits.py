@@ -1,1 +1,232 @@
-__all__: list[str] = []
+"""Logit distillation losses: KD, DKD and the teacher-free virtual teacher (Tf-KD).
+
+All losses here act on classification logits ``B x C``. Dense ``B x C x H x W``
+logits belong to ``PixelWiseKD`` (densekd/losses/dense.py).
+
+Each ``forward(student, teacher, **extra)`` returns the *un-weighted* loss,
+normalised as the reference implementation does; the distiller multiplies by
+the term's ``weight``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from densekd.losses._utils import as_list
+from densekd.registry import LOSSES
+
+__all__ = ["KD", "DKD", "LabelSmoothingKD", "TfKD"]
+
+
+# --------------------------------------------------------------------------- helpers
+def _single_tensor(x: Any, name: str, role: str) -> torch.Tensor:
+    """Unwrap a one-item tap list; reject several taps (logit losses act on one tensor)."""
+    items = as_list(x)
+    if len(items) != 1:
+        raise ValueError(f"{name}: expected ONE {role} logits tensor but got {len(items)} taps; "
+                         f"tap the logits once (e.g. student='output')")
+    t = items[0]
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: {role} must be a torch.Tensor, got {type(t).__name__}")
+    return t
+
+
+def _check_logits(s: torch.Tensor, t: torch.Tensor | None, name: str, dense_hint: str) -> None:
+    if s.dim() != 2:
+        raise ValueError(f"{name} expects classification logits of shape B x C; got student shape "
+                         f"{tuple(s.shape)}. {dense_hint}")
+    if t is not None and t.shape != s.shape:
+        raise ValueError(f"{name}: student logits {tuple(s.shape)} and teacher logits {tuple(t.shape)} "
+                         f"differ; both must be B x C with the same number of classes")
+
+
+def _check_target(target: Any, logits: torch.Tensor, name: str) -> torch.Tensor:
+    """Class-index target of shape ``B`` (or ``B x 1``) with values in ``[0, C)``."""
+    if target is None:
+        raise ValueError(f"{name} needs the class labels: pass target=<LongTensor of shape B> "
+                         f"(the distiller forwards the batch's 'target' in **extra)")
+    if not isinstance(target, torch.Tensor):
+        target = torch.as_tensor(target, device=logits.device)
+    if target.dtype.is_floating_point or target.dtype == torch.bool:
+        raise ValueError(f"{name} needs integer class indices as target; got dtype {target.dtype} with shape "
+                         f"{tuple(target.shape)} (soft / one-hot / mixed targets are not supported)")
+    b, c = logits.shape
+    if target.dim() == 2 and target.shape[1] == 1:
+        target = target[:, 0]
+    if target.shape != (b,):
+        raise ValueError(f"{name}: target shape {tuple(target.shape)} does not match the logits batch "
+                         f"{tuple(logits.shape)}; expected shape ({b},)")
+    if b and (int(target.min()) < 0 or int(target.max()) >= c):
+        raise ValueError(f"{name}: target values must lie in [0, {c}); got min {int(target.min())}, "
+                         f"max {int(target.max())} (ignore labels are not supported for classification KD)")
+    return target.long()
+
+
+def _check_temperature(T: float, name: str) -> float:
+    if not T > 0:
+        raise ValueError(f"{name}: temperature T must be > 0, got {T}")
+    return float(T)
+
+
+# --------------------------------------------------------------------------- KD
+@LOSSES.register()
+class KD(nn.Module):
+    """Hinton et al. 2015, "Distilling the Knowledge in a Neural Network".
+
+    ``loss = KL(softmax(t / T) || softmax(s / T)) * T^2`` summed over classes and
+    averaged over the batch (``batchmean``), exactly RepDistiller's ``DistillKL``.
+
+    Shapes: ``student``, ``teacher``: ``B x C`` logits (one tap each). Returns a scalar.
+    Defaults: ``T=4`` (RepDistiller CIFAR-100 recipe; term weight 0.9 there, CE weight 0.1).
+    Dense ``B x C x H x W`` logits are rejected: use ``PixelWiseKD``.
+    """
+
+    def __init__(self, T: float = 4.0):
+        super().__init__()
+        self.T = _check_temperature(T, "KD")
+
+    def forward(self, student: Any, teacher: Any, **extra: Any) -> torch.Tensor:
+        s = _single_tensor(student, "KD", "student")
+        t = _single_tensor(teacher, "KD", "teacher")
+        _check_logits(s, t, "KD", "For dense B x C x H x W logits use the 'PixelWiseKD' loss instead.")
+        t = t.detach()
+        log_p_s = F.log_softmax(s / self.T, dim=1)
+        p_t = F.softmax(t / self.T, dim=1)
+        return F.kl_div(log_p_s, p_t, reduction="batchmean") * (self.T ** 2)
+
+
+# --------------------------------------------------------------------------- DKD
+@LOSSES.register()
+class DKD(nn.Module):
+    """Zhao et al. CVPR 2022, "Decoupled Knowledge Distillation".
+
+    ``loss = warm * (alpha * TCKD + beta * NCKD)`` with, at temperature ``T``:
+
+    - TCKD: KL between the binary distributions ``[p_gt, 1 - p_gt]`` of teacher and
+      student (target class vs. all others), ``* T^2 / B``;
+    - NCKD: KL between the teacher and student distributions over the non-target
+      classes only (softmax renormalised without the target class), ``* T^2 / B``;
+    - ``warm = min(epoch / warmup, 1)`` when the trainer passes ``epoch`` (float,
+      fractional epochs) in ``**extra``, else 1. ``warmup=0`` disables it.
+
+    Normalisation follows mdistiller's ``dkd_loss`` (sum over classes, divide by
+    the batch size, times ``T^2``; NCKD masks the target logit by subtracting
+    1000 in the tempered space). Departure: the TCKD log-probabilities are computed
+    with log-sum-exp instead of ``log(sum(softmax))`` — the same value, but finite
+    when a probability underflows. mdistiller counts epochs from 1; densekd's
+    trainer passes fractional epochs from 0, so the warm-up factor reaches 1 after
+    ``warmup`` epochs in both.
+
+    Shapes: ``student``, ``teacher``: ``B x C`` logits; ``target`` (from extra): ``B``
+    integer class indices. Defaults (mdistiller CIFAR-100): ``alpha=1, beta=8, T=4,
+    warmup=20``; CE weight 1.0 and DKD term weight 1.0.
+    """
+
+    def __init__(self, alpha: float = 1.0, beta: float = 8.0, T: float = 4.0, warmup: float = 20.0):
+        super().__init__()
+        self.alpha = float(alpha)
+        self.beta = float(beta)
+        self.T = _check_temperature(T, "DKD")
+        if warmup < 0:
+            raise ValueError(f"DKD: warmup must be >= 0 epochs, got {warmup}")
+        self.warmup = float(warmup)
+
+    def warmup_factor(self, epoch: float | None) -> float:
+        if epoch is None or self.warmup == 0:
+            return 1.0
+        return min(max(float(epoch), 0.0) / self.warmup, 1.0)
+
+    def forward(self, student: Any, teacher: Any, target: Any = None, epoch: float | None = None,
+                **extra: Any) -> torch.Tensor:
+        s = _single_tensor(student, "DKD", "student")
+        t = _single_tensor(teacher, "DKD", "teacher")
+        _check_logits(s, t, "DKD", "DKD is defined for classification logits only.")
+        t = t.detach()
+        target = _check_target(target, s, "DKD")
+        if s.shape[1] < 2:
+            raise ValueError(f"DKD needs at least 2 classes; got logits of shape {tuple(s.shape)}")
+        b = s.shape[0]
+        T = self.T
+        gt = F.one_hot(target, s.shape[1]).bool()
+
+        # TCKD: binary (target, non-target) distributions
+        log_p_s = F.log_softmax(s / T, dim=1)
+        log_p_t = F.log_softmax(t / T, dim=1)
+        neg_inf = torch.finfo(s.dtype).min
+
+        def binary(log_p: torch.Tensor) -> torch.Tensor:
+            log_gt = log_p.masked_fill(~gt, neg_inf).logsumexp(dim=1)
+            log_other = log_p.masked_fill(gt, neg_inf).logsumexp(dim=1)
+            return torch.stack([log_gt, log_other], dim=1)
+
+        log_b_s, log_b_t = binary(log_p_s), binary(log_p_t)
+        tckd = F.kl_div(log_b_s, log_b_t, reduction="sum", log_target=True) * T ** 2 / b
+
+        # NCKD: distributions over the non-target classes (target logit pushed down by 1000)
+        shift = 1000.0 * gt.to(s.dtype)
+        log_q_s = F.log_softmax(s / T - shift, dim=1)
+        q_t = F.softmax(t / T - shift, dim=1)
+        nckd = F.kl_div(log_q_s, q_t, reduction="sum") * T ** 2 / b
+
+        return self.warmup_factor(epoch) * (self.alpha * tckd + self.beta * nckd)
+
+
+# --------------------------------------------------------------------------- Tf-KD
+@LOSSES.register()
+class LabelSmoothingKD(nn.Module):
+    """Tf-KD_reg, the manually designed "virtual teacher" of Yuan et al. CVPR 2020,
+    "Revisiting Knowledge Distillation via Label Smoothing Regularization".
+
+    The virtual teacher puts ``correct_prob`` on the true class and
+    ``(1 - correct_prob) / (C - 1)`` on every other class; the loss is
+
+        ``multiplier * KLDiv_mean(log_softmax(s), softmax(p_virtual / T))``
+
+    where ``KLDiv_mean`` averages over all ``B * C`` elements (PyTorch's old
+    ``nn.KLDivLoss()`` default). This follows the authors' code
+    (``my_loss_function.loss_kd_regularization``), which departs from the paper's
+    equation in two ways kept here for reproduction: the temperature divides the
+    virtual teacher's *probabilities* before a softmax, and the student logits are
+    not tempered.
+
+    The teacher network is not used: ``teacher`` may be ``None`` or anything and is
+    ignored. The CE term ``(1 - reg_alpha) * CE`` is the task loss; give this term
+    ``weight=reg_alpha``.
+
+    Shapes: ``student``: ``B x C`` logits; ``target`` (from extra): ``B`` class indices.
+    Defaults (authors' CIFAR-100 ResNet-18 params.json): ``T=20``, ``correct_prob=0.99``,
+    ``multiplier=100``, term weight ``reg_alpha=0.1`` (CE weight 0.9).
+    Also registered as ``'TfKD'``.
+    """
+
+    def __init__(self, T: float = 20.0, correct_prob: float = 0.99, multiplier: float = 100.0):
+        super().__init__()
+        self.T = _check_temperature(T, "LabelSmoothingKD")
+        if not 0.0 < correct_prob <= 1.0:
+            raise ValueError(f"LabelSmoothingKD: correct_prob must be in (0, 1], got {correct_prob}")
+        self.correct_prob = float(correct_prob)
+        self.multiplier = float(multiplier)
+
+    def virtual_teacher(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The hand-designed teacher distribution ``p_virtual`` (``B x C``, rows sum to 1)."""
+        b, c = logits.shape
+        off = (1.0 - self.correct_prob) / (c - 1)
+        p = torch.full((b, c), off, dtype=logits.dtype, device=logits.device)
+        return p.scatter(1, target[:, None], self.correct_prob)
+
+    def forward(self, student: Any, teacher: Any = None, target: Any = None, **extra: Any) -> torch.Tensor:
+        s = _single_tensor(student, "LabelSmoothingKD", "student")
+        _check_logits(s, None, "LabelSmoothingKD", "Tf-KD is defined for classification logits only.")
+        if s.shape[1] < 2:
+            raise ValueError(f"LabelSmoothingKD needs at least 2 classes; got logits {tuple(s.shape)}")
+        target = _check_target(target, s, "LabelSmoothingKD")
+        p_teacher = F.softmax(self.virtual_teacher(s, target) / self.T, dim=1)
+        kl = F.kl_div(F.log_softmax(s, dim=1), p_teacher, reduction="sum") / s.numel()  # mean over B*C
+        return kl * self.multiplier
+
+
+TfKD = LabelSmoothingKD
+LOSSES.register("TfKD")(LabelSmoothingKD)

@@ -1,0 +1,485 @@
+"""Tests for densekd.losses.features (FitNet, AT, FT, NST, AB, OFD, FSP, VID) and the FT/FitNet connectors.
+
+Every numeric test writes the reference equation out independently (explicit loops / numpy) on small
+seeded tensors.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import densekd.losses as losses_pkg
+from densekd.distill.connectors import ConvReg, Paraphraser, Translator
+from densekd.losses import AB, AT, FSP, FT, NST, OFD, VID, FitNet
+from densekd.losses.features import ofd_margin
+from densekd.registry import LOSSES
+
+ALL = ["FitNet", "AT", "FT", "NST", "AB", "OFD", "FSP", "VID"]
+
+
+def rand(*shape, seed=0, requires_grad=False):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64).requires_grad_(requires_grad)
+
+
+def shapes(*tensors):
+    return [t.shape for t in tensors]
+
+
+def double(module):
+    return module.double()
+
+
+def np_(t):
+    return t.detach().cpu().numpy().astype(np.float64)
+
+
+def manual_bn_train(x):
+    """Batch norm in train mode with weight 1 / bias 0 (fresh BN), numpy."""
+    mean = x.mean(axis=(0, 2, 3), keepdims=True)
+    var = x.var(axis=(0, 2, 3), keepdims=True)  # biased
+    return (x - mean) / np.sqrt(var + 1e-5)
+
+
+def pool_blocks(x, k):
+    """Average pool non-overlapping k x k blocks (numpy)."""
+    b, c, h, w = x.shape
+    return x.reshape(b, c, h // k, k, w // k, k).mean(axis=(3, 5))
+
+
+# --------------------------------------------------------------------------------------------------------
+# registry / exports
+# --------------------------------------------------------------------------------------------------------
+def test_exported_and_registered():
+    from densekd.losses import features
+    for name in ALL:
+        assert name in features.__all__
+        assert getattr(losses_pkg, name) is getattr(features, name)
+        assert LOSSES.get(name) is getattr(features, name)
+        assert getattr(features, name).__doc__ and "20" in getattr(features, name).__doc__  # paper year
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_build_from_registry_with_distiller_defaults(name):
+    torch.manual_seed(0)
+    s = [torch.randn(2, 4, 8, 8), torch.randn(2, 4, 4, 4)]
+    t = [torch.randn(2, 4, 8, 8), torch.randn(2, 4, 4, 4)]
+    loss = LOSSES.build(dict(type=name), s_shapes=shapes(*s), t_shapes=shapes(*t), num_classes=10, num_data=50)
+    value = loss(s, t, target=torch.zeros(2, dtype=torch.long), index=torch.arange(2))
+    assert value.dim() == 0 and torch.isfinite(value)
+
+
+# --------------------------------------------------------------------------------------------------------
+# gradients: student + own params, never the teacher; layer-count errors
+# --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ALL)
+def test_gradients_reach_student_and_params_not_teacher(name):
+    torch.manual_seed(1)
+    s = [torch.randn(2, 3, 8, 8, requires_grad=True), torch.randn(2, 5, 4, 4, requires_grad=True)]
+    if name == "FSP":
+        t = [torch.randn(2, 3, 8, 8, requires_grad=True), torch.randn(2, 5, 4, 4, requires_grad=True)]
+    else:
+        t = [torch.randn(2, 6, 8, 8, requires_grad=True), torch.randn(2, 4, 4, 4, requires_grad=True)]
+    loss_mod = LOSSES.build(dict(type=name), s_shapes=shapes(*s), t_shapes=shapes(*t))
+    loss = loss_mod(s, t)
+    loss.backward()
+    for x in s:
+        assert x.grad is not None and x.grad.abs().sum() > 0
+    for x in t:
+        assert x.grad is None
+    frozen = {id(p) for p in getattr(loss_mod, "separate_parameters", lambda: [])()}
+    trainable = [p for p in loss_mod.parameters() if id(p) not in frozen]
+    if name in ("FitNet", "FT", "AB", "OFD", "VID"):
+        assert trainable
+    for p in trainable:
+        assert p.grad is not None, f"{name}: parameter of shape {tuple(p.shape)} got no gradient"
+    for p in getattr(loss_mod, "separate_parameters", lambda: [])():
+        assert p.grad is None
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_mismatched_number_of_layers_raises(name):
+    s = [torch.randn(2, 4, 4, 4), torch.randn(2, 4, 4, 4)]
+    t = [torch.randn(2, 4, 4, 4), torch.randn(2, 4, 4, 4)]
+    loss_mod = LOSSES.build(dict(type=name), s_shapes=shapes(*s), t_shapes=shapes(*t))
+    with pytest.raises(ValueError, match="layer|taps"):
+        loss_mod(s, t[:1])
+    if name in ("FitNet", "FT", "AB", "OFD", "VID"):
+        with pytest.raises(ValueError, match="built for 2 layer"):
+            loss_mod(s[:1], t[:1])
+        with pytest.raises(ValueError, match="s_shapes"):
+            LOSSES.build(dict(type=name))
+        with pytest.raises(ValueError, match="same number of layers"):
+            LOSSES.build(dict(type=name), s_shapes=shapes(*s), t_shapes=shapes(*t)[:1])
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_non_4d_input_raises(name):
+    s, t = torch.randn(2, 4, 4, 4), torch.randn(2, 4, 4, 4)
+    loss_mod = LOSSES.build(dict(type=name), s_shapes=[s.shape, s.shape], t_shapes=[t.shape, t.shape])
+    with pytest.raises(ValueError, match="4-D"):
+        loss_mod([torch.randn(2, 4), s], [torch.randn(2, 4), t])
+
+
+# --------------------------------------------------------------------------------------------------------
+# FitNet
+# --------------------------------------------------------------------------------------------------------
+def test_fitnet_value_against_conv_bn_relu_mse():
+    s, t = rand(2, 3, 4, 4, seed=1, requires_grad=True), rand(2, 5, 4, 4, seed=2)
+    loss_mod = double(FitNet(s_shapes=[s.shape], t_shapes=[t.shape]))
+    reg = loss_mod.regressors[0]
+    w = np_(reg.conv.weight)[:, :, 0, 0]  # 5 x 3
+    b = np_(reg.conv.bias)
+    x = np_(s)
+    conv = np.zeros((2, 5, 4, 4))
+    for n in range(2):
+        for o in range(5):
+            for i in range(3):
+                conv[n, o] += w[o, i] * x[n, i]
+            conv[n, o] += b[o]
+    pred = np.maximum(manual_bn_train(conv), 0.0)
+    expected = ((pred - np_(t)) ** 2).sum() / pred.size
+    got = loss_mod(s, t)  # a single tensor (not a list) is accepted
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("s_hw,t_hw,kind,kernel", [
+    ((8, 8), (4, 4), nn.Conv2d, (3, 3)),           # 2x larger: stride-2 conv
+    ((4, 4), (8, 8), nn.ConvTranspose2d, (4, 4)),  # 2x smaller: transposed conv
+    ((7, 6), (4, 4), nn.Conv2d, (4, 3)),           # generic: (1 + dH) x (1 + dW) conv
+    ((4, 4), (4, 4), nn.Conv2d, (1, 1)),
+])
+def test_convreg_spatial_rules(s_hw, t_hw, kind, kernel):
+    s, t = torch.randn(2, 3, *s_hw), torch.randn(2, 6, *t_hw)
+    reg = ConvReg(s.shape, t.shape)
+    assert type(reg.conv) is kind and tuple(reg.conv.kernel_size) == kernel
+    out = reg(s)
+    assert out.shape == t.shape and (out >= 0).all()
+    assert (ConvReg(s.shape, t.shape, relu=False)(s) < 0).any()
+
+
+def test_fitnet_impossible_shapes_raise():
+    with pytest.raises(ValueError, match=r"\(2, 3, 3, 3\).*\(2, 6, 8, 8\)"):
+        FitNet(s_shapes=[torch.Size([2, 3, 3, 3])], t_shapes=[torch.Size([2, 6, 8, 8])])
+    with pytest.raises(ValueError, match="4-D"):
+        FitNet(s_shapes=[torch.Size([2, 3])], t_shapes=[torch.Size([2, 6])])
+    loss_mod = FitNet(s_shapes=[torch.Size([2, 3, 4, 4])], t_shapes=[torch.Size([2, 6, 4, 4])])
+    with pytest.raises(ValueError, match="teacher map"):
+        loss_mod(torch.randn(2, 3, 4, 4), torch.randn(2, 6, 5, 5))
+
+
+# --------------------------------------------------------------------------------------------------------
+# AT
+# --------------------------------------------------------------------------------------------------------
+def _at_map(x):
+    b, c, h, w = x.shape
+    out = np.zeros((b, h * w))
+    for n in range(b):
+        v = np.zeros(h * w)
+        for ch in range(c):
+            v += np.abs(x[n, ch]).reshape(-1) ** 2 / c
+        out[n] = v / np.sqrt((v ** 2).sum())
+    return out
+
+
+def test_at_value_sum_over_layers_with_pooling():
+    s = [rand(2, 3, 4, 4, seed=1), rand(2, 2, 8, 8, seed=2)]
+    t = [rand(2, 5, 4, 4, seed=3), rand(2, 4, 4, 4, seed=4)]
+    expected = 0.0
+    for fs, ft in [(np_(s[0]), np_(t[0])), (pool_blocks(np_(s[1]), 2), np_(t[1]))]:
+        expected += ((_at_map(fs) - _at_map(ft)) ** 2).mean()
+    assert AT()(s, t).item() == pytest.approx(expected, rel=1e-9)
+    # teacher larger than student is pooled too
+    assert AT()(t[1], s[1]).item() == pytest.approx(((_at_map(np_(t[1])) - _at_map(pool_blocks(np_(s[1]), 2))) ** 2)
+                                                    .mean(), rel=1e-9)
+
+
+def test_at_zero_for_scaled_copy_and_batch_mismatch_error():
+    f = rand(2, 3, 4, 4, seed=5)
+    assert AT()(3.0 * f, f).item() == pytest.approx(0.0, abs=1e-12)
+    with pytest.raises(ValueError, match="batch"):
+        AT()(f, f[:1])
+
+
+# --------------------------------------------------------------------------------------------------------
+# NST
+# --------------------------------------------------------------------------------------------------------
+def test_nst_value_polynomial_mmd():
+    s = [rand(2, 3, 2, 2, seed=6), rand(2, 2, 4, 4, seed=7)]
+    t = [rand(2, 4, 2, 2, seed=8), rand(2, 3, 2, 2, seed=9)]
+    expected = 0.0
+    for fs, ft in [(np_(s[0]), np_(t[0])), (pool_blocks(np_(s[1]), 2), np_(t[1]))]:
+        for n in range(2):
+            a = [v / np.linalg.norm(v) for v in fs[n].reshape(fs.shape[1], -1)]
+            b = [v / np.linalg.norm(v) for v in ft[n].reshape(ft.shape[1], -1)]
+            k = lambda x, y: float(x @ y) ** 2  # noqa: E731
+            mmd = (np.mean([k(x, y) for x in b for y in b]) + np.mean([k(x, y) for x in a for y in a])
+                   - 2 * np.mean([k(x, y) for x in a for y in b]))
+            expected += mmd / 2  # average over the batch of 2
+    assert NST()(s, t).item() == pytest.approx(expected, rel=1e-9)
+
+
+def test_nst_zero_for_identical():
+    f = rand(2, 3, 4, 4, seed=10)
+    assert NST()(f, f).item() == pytest.approx(0.0, abs=1e-12)
+
+
+# --------------------------------------------------------------------------------------------------------
+# FT
+# --------------------------------------------------------------------------------------------------------
+def test_ft_modules_shapes_and_rate():
+    loss_mod = FT(s_shapes=[torch.Size([2, 3, 4, 4])], t_shapes=[torch.Size([2, 8, 4, 4])])
+    para, trans = loss_mod.paraphrasers[0], loss_mod.translators[0]
+    assert isinstance(para, Paraphraser) and isinstance(trans, Translator)
+    factor, rec = para(torch.randn(2, 8, 4, 4))
+    assert factor.shape == (2, 4, 4, 4) and rec.shape == (2, 8, 4, 4)
+    assert trans(torch.randn(2, 3, 4, 4)).shape == (2, 4, 4, 4)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in para.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in trans.modules())
+    with pytest.raises(ValueError, match="rate"):
+        FT(s_shapes=[torch.Size([2, 3, 4, 4])], t_shapes=[torch.Size([2, 1, 4, 4])])
+
+
+def test_ft_value_and_init_stage():
+    s, t = rand(2, 3, 4, 4, seed=11, requires_grad=True), rand(2, 6, 2, 2, seed=12)
+    loss_mod = double(FT(s_shapes=[s.shape], t_shapes=[t.shape]))
+    assert FT.init_trains_student is False
+    fs = np_(loss_mod.translators[0](s))
+    ft = np_(loss_mod.paraphrasers[0].encoder(t))
+    fs = pool_blocks(fs, 2)  # student factor is 4x4, teacher 2x2
+
+    def factor(x):
+        out = []
+        for n in range(x.shape[0]):
+            v = (x[n] ** 2).mean(axis=0).reshape(-1)
+            out.append(v / np.sqrt((v ** 2).sum()))
+        return np.stack(out)
+
+    expected = np.abs(factor(fs) - factor(ft)).mean()
+    got = loss_mod(s, t)
+    assert got.item() == pytest.approx(expected, rel=1e-6)
+    got.backward()
+    assert all(p.grad is None for p in loss_mod.paraphrasers.parameters())
+    assert all(p.grad is not None for p in loss_mod.translators.parameters())
+    assert {id(p) for p in loss_mod.separate_parameters()} == {id(p) for p in loss_mod.paraphrasers.parameters()}
+    assert {id(p) for p in loss_mod.init_parameters()} == {id(p) for p in loss_mod.paraphrasers.parameters()}
+
+    # init stage: reconstruction MSE of the paraphraser on the teacher features, grads to the paraphraser
+    rec = np_(loss_mod.paraphrasers[0](t)[1])
+    init = loss_mod.init_loss(s, t)
+    assert init.item() == pytest.approx(((rec - np_(t)) ** 2).mean(), rel=1e-9)
+    init.backward()
+    assert all(p.grad is not None for p in loss_mod.paraphrasers.parameters())
+
+
+def test_ft_init_stage_step_reduces_reconstruction():
+    torch.manual_seed(0)
+    t = torch.relu(torch.randn(4, 4, 4, 4))
+    loss_mod = FT(s_shapes=[torch.Size([4, 2, 4, 4])], t_shapes=[t.shape])
+    first = loss_mod.init_loss(None, t)
+    first.backward()
+    with torch.no_grad():  # one plain SGD step on the init-stage parameters
+        for p in loss_mod.init_parameters():
+            p -= 0.05 * p.grad
+    assert loss_mod.init_loss(None, t).item() < first.item()
+
+
+# --------------------------------------------------------------------------------------------------------
+# AB
+# --------------------------------------------------------------------------------------------------------
+def test_ab_value_alternative_l2_and_layer_weights():
+    s = [rand(2, 3, 4, 4, seed=13, requires_grad=True), rand(2, 3, 2, 2, seed=14, requires_grad=True)]
+    t = [rand(2, 3, 4, 4, seed=15), rand(2, 3, 2, 2, seed=16)]
+    loss_mod = double(AB(s_shapes=shapes(*s), t_shapes=shapes(*t)))
+    assert all(isinstance(c, nn.Identity) for c in loss_mod.connectors)
+    expected = 0.0
+    for layer, w in zip(range(2), [0.5, 1.0]):
+        total = 0.0
+        for a, b in zip(np_(s[layer]).ravel(), np_(t[layer]).ravel()):
+            if b <= 0 and a > -1.0:
+                total += (a + 1.0) ** 2
+            elif b > 0 and a <= 1.0:
+                total += (a - 1.0) ** 2
+        expected += w * total / 2 / 1000 * 3
+    assert loss_mod(s, t).item() == pytest.approx(expected, rel=1e-9)
+    assert loss_mod.init_loss(s, t).item() == pytest.approx(expected, rel=1e-9)
+    assert AB.init_trains_student is True
+    assert loss_mod.init_parameters() == []
+
+
+def test_ab_connector_for_different_shapes_and_margin():
+    s, t = rand(2, 3, 4, 4, seed=17, requires_grad=True), rand(2, 5, 4, 4, seed=18)
+    loss_mod = double(AB(s_shapes=[s.shape], t_shapes=[t.shape], margin=2.0))
+    conn = loss_mod.connectors[0]
+    assert isinstance(conn, ConvReg) and conn.relu is False
+    assert {id(p) for p in loss_mod.init_parameters()} == {id(p) for p in conn.parameters()}
+    c = np_(conn(s))
+    tt = np_(t)
+    expected = (np.where((tt <= 0) & (c > -2), (c + 2) ** 2, 0) + np.where((tt > 0) & (c <= 2), (c - 2) ** 2, 0))
+    assert loss_mod(s, t).item() == pytest.approx(expected.sum() / 2 / 1000 * 3, rel=1e-9)
+
+
+# --------------------------------------------------------------------------------------------------------
+# OFD
+# --------------------------------------------------------------------------------------------------------
+def _phi(z):
+    return 0.5 * (1 + math.erf(z / math.sqrt(2)))
+
+
+def _margin_ref(m, s):
+    s = abs(s)
+    if _phi(-m / s) > 0.001:
+        return -s * math.exp(-(m / s) ** 2 / 2) / math.sqrt(2 * math.pi) / _phi(-m / s) + m
+    return -3 * s
+
+
+def test_ofd_margin_formula_and_meaning():
+    mean = torch.tensor([0.0, 0.5, -1.0, 2.0, 10.0])
+    std = torch.tensor([1.0, 2.0, 0.5, -1.5, 1.0])  # BN gamma may be negative: |gamma| is the std
+    got = ofd_margin(mean, std)
+    for i in range(5):
+        assert got[i].item() == pytest.approx(_margin_ref(mean[i].item(), std[i].item()), rel=1e-9)
+    assert got[4].item() == pytest.approx(-3.0)  # almost no negative mass: -3 sigma
+    # it is E[x | x < 0] for x ~ N(mean, std^2) (Monte Carlo)
+    x = torch.randn(400_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 2.0 + 0.5
+    assert got[1].item() == pytest.approx(x[x < 0].mean().item(), abs=0.01)
+
+
+def test_ofd_value_with_teacher_bn():
+    s = [rand(2, 3, 4, 4, seed=19, requires_grad=True), rand(2, 2, 2, 2, seed=20, requires_grad=True)]
+    t = [rand(2, 4, 4, 4, seed=21), rand(2, 3, 2, 2, seed=22)]
+    bn = nn.BatchNorm2d(3)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([1.0, 0.5, -2.0]))
+        bn.bias.copy_(torch.tensor([0.2, -0.3, 1.0]))
+    mean0, std0 = torch.tensor([0.0, 1.0, -0.5, 0.3]), torch.tensor([1.0, 1.0, 0.7, 2.0])
+    loss_mod = double(OFD(s_shapes=shapes(*s), t_shapes=shapes(*t), teacher_bn=[(mean0, std0), bn]))
+    margins = [[_margin_ref(m, d) for m, d in zip(mean0.tolist(), std0.tolist())],
+               [_margin_ref(m, d) for m, d in zip([0.2, -0.3, 1.0], [1.0, 0.5, -2.0])]]
+    for got, want in zip(loss_mod.margins(), margins):
+        assert got.tolist() == pytest.approx(want, rel=1e-6)
+    expected = 0.0
+    for layer, w in zip(range(2), [0.5, 1.0]):
+        c = np_(loss_mod.connectors[layer](s[layer]))
+        tt = np_(t[layer])
+        marg = np_(loss_mod.margins()[layer])
+        total = 0.0
+        for n in range(2):
+            for ch in range(tt.shape[1]):
+                for v_s, v_t in zip(c[n, ch].ravel(), tt[n, ch].ravel()):
+                    target = max(v_t, marg[ch])
+                    if v_s <= target and target <= 0:
+                        continue
+                    total += (v_s - target) ** 2
+        expected += w * total
+    assert loss_mod(s, t).item() == pytest.approx(expected / 2 / 1000, rel=1e-9)
+    assert int(loss_mod.batches_seen) == 0  # no estimation when teacher_bn is given
+
+
+def test_ofd_margin_estimated_on_first_batches_then_frozen():
+    loss_mod = OFD(s_shapes=[torch.Size([4, 2, 3, 3])], t_shapes=[torch.Size([4, 3, 3, 3])], estimate_batches=2)
+    batches = [rand(4, 3, 3, 3, seed=23).float() * 2 + 0.5, rand(4, 3, 3, 3, seed=24).float() - 1]
+    for tb in batches:
+        loss_mod(torch.randn(4, 2, 3, 3), tb)
+    allx = torch.cat(batches).double().transpose(0, 1).reshape(3, -1)
+    for ch in range(3):
+        vals = allx[ch].tolist()
+        m = sum(vals) / len(vals)
+        sd = math.sqrt(sum((v - m) ** 2 for v in vals) / len(vals))
+        assert loss_mod.margin0[ch].item() == pytest.approx(_margin_ref(m, sd), rel=1e-5)
+    frozen = loss_mod.margin0.clone()
+    loss_mod(torch.randn(4, 2, 3, 3), torch.randn(4, 3, 3, 3) + 5)
+    assert torch.equal(loss_mod.margin0, frozen)
+    assert "margin0" in loss_mod.state_dict() and int(loss_mod.state_dict()["batches_seen"]) == 2
+
+
+def test_ofd_errors():
+    with pytest.raises(ValueError, match="spatial"):
+        OFD(s_shapes=[torch.Size([2, 3, 8, 8])], t_shapes=[torch.Size([2, 4, 4, 4])])
+    with pytest.raises(ValueError, match="channels"):
+        OFD(s_shapes=[torch.Size([2, 3, 4, 4])], t_shapes=[torch.Size([2, 4, 4, 4])],
+            teacher_bn=(torch.zeros(3), torch.ones(3)))
+    with pytest.raises(ValueError, match="entries"):
+        OFD(s_shapes=[torch.Size([2, 3, 4, 4])], t_shapes=[torch.Size([2, 4, 4, 4])],
+            teacher_bn=[(torch.zeros(4), torch.ones(4))] * 2)
+
+
+# --------------------------------------------------------------------------------------------------------
+# FSP
+# --------------------------------------------------------------------------------------------------------
+def _gram(bottom, top):
+    b, c1, h, w = bottom.shape
+    c2 = top.shape[1]
+    g = np.zeros((b, c1, c2))
+    for n in range(b):
+        for i in range(c1):
+            for j in range(c2):
+                g[n, i, j] = (bottom[n, i] * top[n, j]).sum() / (h * w)
+    return g
+
+
+def test_fsp_value_gram_of_consecutive_layers():
+    s = [rand(2, 2, 4, 4, seed=25), rand(2, 3, 2, 2, seed=26), rand(2, 3, 2, 2, seed=27)]
+    t = [rand(2, 2, 4, 4, seed=28), rand(2, 3, 2, 2, seed=29), rand(2, 3, 2, 2, seed=30)]
+    expected = 0.0
+    for i in range(2):
+        gs = _gram(pool_blocks(np_(s[i]), 2) if i == 0 else np_(s[i]), np_(s[i + 1]))
+        gt = _gram(pool_blocks(np_(t[i]), 2) if i == 0 else np_(t[i]), np_(t[i + 1]))
+        expected += ((gs - gt) ** 2).mean()
+    loss_mod = FSP(s_shapes=shapes(*s), t_shapes=shapes(*t))
+    assert loss_mod(s, t).item() == pytest.approx(expected, rel=1e-9)
+    assert loss_mod.init_loss(s, t).item() == pytest.approx(expected, rel=1e-9)
+    assert FSP.init_trains_student is True and loss_mod.init_parameters() == []
+
+
+def test_fsp_errors():
+    with pytest.raises(ValueError, match="equal student and teacher channel"):
+        FSP(s_shapes=[torch.Size([2, 2, 4, 4]), torch.Size([2, 3, 4, 4])],
+            t_shapes=[torch.Size([2, 2, 4, 4]), torch.Size([2, 4, 4, 4])])
+    with pytest.raises(ValueError, match="at least 2"):
+        FSP()(torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="equal student and teacher channel"):
+        FSP()([torch.randn(2, 3, 4, 4)] * 2, [torch.randn(2, 5, 4, 4)] * 2)
+
+
+# --------------------------------------------------------------------------------------------------------
+# VID
+# --------------------------------------------------------------------------------------------------------
+def test_vid_value_gaussian_nll():
+    s = [rand(2, 3, 4, 4, seed=31, requires_grad=True), rand(2, 2, 4, 4, seed=32, requires_grad=True)]
+    t = [rand(2, 5, 4, 4, seed=33), rand(2, 4, 2, 2, seed=34)]
+    loss_mod = double(VID(s_shapes=shapes(*s), t_shapes=shapes(*t)))
+    # initial variance is init_pred_var; mid channels default to the teacher's
+    var0 = F.softplus(loss_mod.log_scales[0]) + 1e-5
+    assert torch.allclose(var0, torch.full_like(var0, 5.0))
+    assert loss_mod.regressors[0][0].out_channels == 5 and loss_mod.regressors[1][0].out_channels == 4
+    with torch.no_grad():
+        loss_mod.log_scales[1].copy_(torch.tensor([0.1, -0.5, 1.0, 2.0]))
+    expected = 0.0
+    for layer in range(2):
+        inp = s[layer] if layer == 0 else F.avg_pool2d(s[layer], 2)
+        mu = np_(loss_mod.regressors[layer](inp))
+        alpha = np_(loss_mod.log_scales[layer])
+        tt = np_(t[layer])
+        total = 0.0
+        for n in range(2):
+            for c in range(tt.shape[1]):
+                var = math.log(1 + math.exp(alpha[c])) + 1e-5
+                for a, b in zip(mu[n, c].ravel(), tt[n, c].ravel()):
+                    total += 0.5 * ((a - b) ** 2 / var + math.log(var))
+        expected += total / tt.size
+    got = loss_mod(s, t)
+    assert got.item() == pytest.approx(expected, rel=1e-9)
+    got.backward()
+    assert all(p.grad is not None for p in loss_mod.log_scales)
+
+
+def test_vid_channel_error():
+    loss_mod = VID(s_shapes=[torch.Size([2, 3, 4, 4])], t_shapes=[torch.Size([2, 5, 4, 4])])
+    with pytest.raises(ValueError, match="channels"):
+        loss_mod(torch.randn(2, 4, 4, 4), torch.randn(2, 5, 4, 4))
