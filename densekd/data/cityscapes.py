@@ -1,0 +1,617 @@
+"""Cityscapes semantic segmentation (19 train ids, ignore 255) and its procedural stand-in.
+
+Real data: Cordts et al., "The Cityscapes Dataset for Semantic Urban Scene Understanding", CVPR 2016.
+Expected layout (the official ``leftImg8bit_trainvaltest.zip`` + ``gtFine_trainvaltest.zip``)::
+
+    ROOT/leftImg8bit/{train,val,test}/{city}/{city}_{seq}_{frame}_leftImg8bit.png
+    ROOT/gtFine/{train,val,test}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png
+
+Label ids (0..33, and -1 for the license plate) are mapped to the 19 train ids of the official
+cityscapesScripts label table; every other id becomes ``ignore_index`` (255).
+"""
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import zlib
+from typing import Sequence
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from densekd.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SegEvalTransform, SegTrainTransform
+from densekd.registry import DATASETS
+
+try:  # albumentations ships opencv-python-headless; PIL is the fallback
+    import cv2
+except ImportError:  # pragma: no cover - exercised only without OpenCV
+    cv2 = None
+
+IGNORE = 255
+
+# (name, id, trainId) -- the official cityscapesScripts ``labels`` table (helpers/labels.py), 34 ids + plate.
+LABEL_TABLE: tuple[tuple[str, int, int], ...] = (
+    ("unlabeled", 0, 255), ("ego vehicle", 1, 255), ("rectification border", 2, 255),
+    ("out of roi", 3, 255), ("static", 4, 255), ("dynamic", 5, 255), ("ground", 6, 255),
+    ("road", 7, 0), ("sidewalk", 8, 1), ("parking", 9, 255), ("rail track", 10, 255),
+    ("building", 11, 2), ("wall", 12, 3), ("fence", 13, 4), ("guard rail", 14, 255),
+    ("bridge", 15, 255), ("tunnel", 16, 255), ("pole", 17, 5), ("polegroup", 18, 255),
+    ("traffic light", 19, 6), ("traffic sign", 20, 7), ("vegetation", 21, 8), ("terrain", 22, 9),
+    ("sky", 23, 10), ("person", 24, 11), ("rider", 25, 12), ("car", 26, 13), ("truck", 27, 14),
+    ("bus", 28, 15), ("caravan", 29, 255), ("trailer", 30, 255), ("train", 31, 16),
+    ("motorcycle", 32, 17), ("bicycle", 33, 18), ("license plate", -1, -1),
+)
+
+CLASSES: tuple[str, ...] = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light",
+                            "traffic sign", "vegetation", "terrain", "sky", "person", "rider", "car", "truck",
+                            "bus", "train", "motorcycle", "bicycle")
+
+PALETTE: tuple[tuple[int, int, int], ...] = (
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
+    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
+    (255, 0, 0), (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
+)
+
+
+def label_lut(ignore_index: int = IGNORE) -> np.ndarray:
+    """256-entry uint8 look-up table: labelId -> trainId (``ignore_index`` for everything not trained on)."""
+    if not 0 <= ignore_index <= 255:
+        raise ValueError(f"ignore_index must fit in uint8 (0..255) for Cityscapes label maps; got {ignore_index}")
+    lut = np.full(256, ignore_index, dtype=np.uint8)
+    for _name, label_id, train_id in LABEL_TABLE:
+        if 0 <= label_id and 0 <= train_id < 255:
+            lut[label_id] = train_id
+    return lut
+
+
+def encode_labels(label_ids: np.ndarray, ignore_index: int = IGNORE) -> np.ndarray:
+    """Map a labelIds map (H x W ints, official ids) to train ids (uint8, ignore -> ``ignore_index``)."""
+    label_ids = np.asarray(label_ids)
+    out = np.full(label_ids.shape, ignore_index, dtype=np.uint8)
+    valid = (label_ids >= 0) & (label_ids <= 255)
+    out[valid] = label_lut(ignore_index)[label_ids[valid].astype(np.int64)]
+    return out
+
+
+def colorize(train_ids: np.ndarray) -> np.ndarray:
+    """Train-id map (H x W) -> H x W x 3 uint8 RGB with the official colours (ignore -> black)."""
+    lut = np.zeros((256, 3), dtype=np.uint8)
+    lut[: len(PALETTE)] = np.array(PALETTE, dtype=np.uint8)
+    return lut[np.asarray(train_ids).astype(np.int64).clip(0, 255)]
+
+
+def _read_rgb(path: str) -> np.ndarray:
+    if cv2 is not None:
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        if img is None:
+            raise OSError(f"Could not decode image {path!r} (corrupt or not a PNG/JPEG?)")
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    from PIL import Image
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _read_label(path: str) -> np.ndarray:
+    if cv2 is not None:
+        lab = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        if lab is None:
+            raise OSError(f"Could not decode label map {path!r} (corrupt or not a PNG?)")
+    else:
+        from PIL import Image
+        with Image.open(path) as im:
+            lab = np.asarray(im)
+    if lab.ndim != 2:
+        raise ValueError(f"Label map {path!r} has shape {lab.shape}; expected a single-channel *_gtFine_labelIds.png "
+                         f"(not the *_color.png or *_instanceIds.png file)")
+    return lab
+
+
+def _write_png(path: str, arr: np.ndarray) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    if cv2 is not None:
+        data = cv2.cvtColor(arr, cv2.COLOR_RGB2BGR) if arr.ndim == 3 else arr
+        if not cv2.imwrite(path, data):
+            raise OSError(f"Could not write {path!r}")
+    else:
+        from PIL import Image
+        Image.fromarray(arr).save(path)
+
+
+def _make_transform(augment: bool, crop_size, scale_range, flip, photometric, mean, std, ignore_index):
+    if augment:
+        return SegTrainTransform(crop_size=crop_size, scale_range=scale_range, flip=flip, photometric=photometric,
+                                 mean=mean, std=std, ignore_index=ignore_index)
+    return SegEvalTransform(mean=mean, std=std)
+
+
+LAYOUT = ("ROOT/leftImg8bit/{split}/{city}/{city}_{seq}_{frame}_leftImg8bit.png and "
+          "ROOT/gtFine/{split}/{city}/{city}_{seq}_{frame}_gtFine_labelIds.png")
+
+
+@DATASETS.register()
+class Cityscapes(Dataset):
+    """Cityscapes fine annotations (Cordts et al., CVPR 2016): 19 classes, ignore 255.
+
+    Sample: ``{'image': 3 x H x W float (normalised with mean/std), 'target': H x W long train ids}``.
+    Training (``augment``, default for ``split='train'``): random scale in ``scale_range`` (0.5-2.0), pad,
+    random ``crop_size`` crop (512 x 1024), horizontal flip, optional colour jitter (``photometric``).
+    Evaluation: the full 1024 x 2048 frame, normalised only.
+
+    Args:
+        root: dataset root holding ``leftImg8bit/`` and ``gtFine/``.
+        split: ``'train'``, ``'val'`` or ``'test'`` (test labels are all ignore in the official release).
+        mean, std: RGB normalisation as fractions of 255 (ImageNet by default).
+    """
+
+    CLASSES = CLASSES
+    PALETTE = PALETTE
+    synthetic = "SyntheticCityscapes"
+    num_classes = len(CLASSES)
+
+    def __init__(self, root: str, split: str = "train", crop_size: Sequence[int] | int | None = (512, 1024),
+                 scale_range: Sequence[float] | None = (0.5, 2.0), flip: bool = True, photometric: bool = False,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 ignore_index: int = IGNORE, augment: bool | None = None):
+        if root is None:
+            raise FileNotFoundError(f"Cityscapes needs root=PATH (use --data-root), laid out as {LAYOUT}; "
+                                    f"or run with --synthetic to use SyntheticCityscapes")
+        self.root = os.path.expanduser(str(root))
+        self.split = split
+        self.ignore_index = int(ignore_index)
+        self.lut = label_lut(self.ignore_index)
+        img_dir = os.path.join(self.root, "leftImg8bit", split)
+        if not os.path.isdir(img_dir):
+            what = "root" if not os.path.isdir(self.root) else "split directory"
+            raise FileNotFoundError(
+                f"Cityscapes {what} not found: {img_dir!r} does not exist. Expected layout: {LAYOUT}. "
+                f"Download leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip from cityscapes-dataset.com "
+                f"and unzip both into ROOT (nothing is downloaded automatically).")
+        images = sorted(glob.glob(os.path.join(img_dir, "*", "*_leftImg8bit.png")))
+        if not images:
+            raise FileNotFoundError(f"No *_leftImg8bit.png files under {img_dir!r}/{{city}}/. Expected layout: {LAYOUT}")
+        label_dir = os.path.join(self.root, "gtFine", split)
+
+        def label_path(img: str) -> str:
+            rel = os.path.relpath(img, img_dir)
+            return os.path.join(label_dir, rel[: -len("_leftImg8bit.png")] + "_gtFine_labelIds.png")
+
+        labels = []
+        for img in images:
+            lab = label_path(img)
+            if not os.path.isfile(lab):
+                missing = sum(not os.path.isfile(label_path(i)) for i in images)
+                raise FileNotFoundError(
+                    f"Cityscapes label missing for {img!r}: expected {lab!r} ({missing} of {len(images)} images "
+                    f"in split {split!r} have no label). Expected layout: {LAYOUT}")
+            labels.append(lab)
+        self.images, self.labels = images, labels
+        augment = split == "train" if augment is None else bool(augment)
+        self.augment = augment
+        self.transform = _make_transform(augment, crop_size, scale_range, flip, photometric, mean, std,
+                                         self.ignore_index)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw sample: (H x W x 3 uint8 RGB, H x W uint8 train ids) before any transform."""
+        image = _read_rgb(self.images[index])
+        label = self.lut[_read_label(self.labels[index]).astype(np.int64).clip(0, 255)]
+        if label.shape != image.shape[:2]:
+            raise ValueError(f"Label {self.labels[index]!r} is {label.shape} but image {self.images[index]!r} is "
+                             f"{image.shape[:2]}")
+        return image, label
+
+    def __getitem__(self, index: int) -> dict:
+        image, label = self.load(index)
+        return self.transform(image, label)
+
+    def __repr__(self) -> str:
+        return f"Cityscapes(root={self.root!r}, split={self.split!r}, n={len(self)}, augment={self.augment})"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Procedural stand-in
+# ---------------------------------------------------------------------------------------------------------
+
+# Appearance base colours (RGB) per train id. Deliberately *not* the palette: some groups share colours and
+# differ only by texture (building/wall, vegetation/terrain, road/sidewalk), size/shape (truck/bus/train) or
+# context (rider = a person on a two-wheeler), so that capacity and receptive field pay off.
+_APPEARANCE = np.array([
+    (128, 70, 128),   # road
+    (140, 85, 140),   # sidewalk: road-like, tiled
+    (95, 95, 100),    # building: windows
+    (105, 100, 100),  # wall: bricks
+    (150, 130, 115),  # fence: lattice
+    (160, 160, 160),  # pole
+    (35, 35, 35),     # traffic light (lamp drawn on top)
+    (215, 205, 20),   # traffic sign
+    (70, 125, 40),    # vegetation: rough
+    (100, 140, 60),   # terrain: smooth blotches
+    (110, 160, 220),  # sky
+    (190, 60, 80),    # person
+    (190, 60, 80),    # rider: same look as person
+    (25, 35, 150),    # car
+    (40, 50, 120),    # truck
+    (35, 75, 115),    # bus
+    (35, 85, 105),    # train
+    (50, 40, 190),    # motorcycle
+    (130, 25, 45),    # bicycle
+    (60, 60, 60),     # ignore (index 19)
+], dtype=np.float32)
+
+_IGNORE_SLOT = 19
+# non-train label ids, used by ``write_tree`` to encode ignore pixels with a mix of official ids
+_VOID_IDS = np.array([lid for _n, lid, tid in LABEL_TABLE if lid >= 0 and tid == 255], dtype=np.uint8)
+_TRAIN_TO_ID = np.zeros(256, dtype=np.uint8)
+for _n, _lid, _tid in LABEL_TABLE:
+    if 0 <= _tid < 255:
+        _TRAIN_TO_ID[_tid] = _lid
+
+
+@functools.lru_cache(maxsize=8)
+def _texture_bank(h: int, w: int) -> np.ndarray:
+    """Fixed, cached (20 x 2h x 2w luminance textures, one per class + ignore; 2h x 2w x 3 pixel noise)."""
+    rng = np.random.default_rng(12345)
+    H, W = 2 * h, 2 * w
+    yy, xx = np.mgrid[0:H, 0:W]
+    bank = np.zeros((20, H, W), dtype=np.float32)
+
+    def smooth(cells_y: int, cells_x: int) -> np.ndarray:
+        small = rng.uniform(-1, 1, (cells_y + 1, cells_x + 1)).astype(np.float32)
+        ry = np.minimum(yy * cells_y // H, cells_y - 1)
+        rx = np.minimum(xx * cells_x // W, cells_x - 1)
+        fy = (yy * cells_y / H - ry).astype(np.float32)
+        fx = (xx * cells_x / W - rx).astype(np.float32)
+        a, b = small[ry, rx], small[ry, rx + 1]
+        c, d = small[ry + 1, rx], small[ry + 1, rx + 1]
+        return (a * (1 - fx) + b * fx) * (1 - fy) + (c * (1 - fx) + d * fx) * fy
+
+    bank[0] = rng.uniform(-8, 8, (H, W))                                        # road: fine grain
+    bank[1] = np.where((yy % 5 == 0) | (xx % 6 == 0), -30.0, 6.0)               # sidewalk: tiles
+    bank[2] = np.where((yy % 6 < 3) & (xx % 5 < 3), -35.0, 10.0)                # building: windows
+    brick = (yy % 4 == 0) | (((xx + 4 * ((yy // 4) % 2)) % 8) == 0)
+    bank[3] = np.where(brick, -25.0, 5.0)                                       # wall: bricks
+    bank[4] = np.where(((xx + yy) % 4 == 0) | ((xx - yy) % 4 == 0), 45.0, -20.0)  # fence: lattice
+    veg = rng.uniform(-1, 1, (H // 2 + 1, W // 2 + 1)).repeat(2, 0).repeat(2, 1)[:H, :W]
+    bank[8] = 35.0 * veg                                                        # vegetation: rough leaves
+    bank[9] = 22.0 * smooth(max(H // 8, 1), max(W // 8, 1))                     # terrain: blotches
+    bank[10] = 12.0 * smooth(max(H // 16, 1), max(W // 16, 1))                  # sky: clouds
+    bank[11] = np.where((yy % 3 == 0), -12.0, 4.0)                              # person clothing
+    bank[12] = bank[11]                                                         # rider: same
+    bank[14] = np.where(xx % 3 == 0, -22.0, 4.0)                                # truck: ribs
+    bank[16] = np.where(yy % 4 == 0, 30.0, -4.0)                                # train: stripes
+    bank[17] = np.where((xx + yy) % 2 == 0, 10.0, -10.0)                        # motorcycle: sheen
+    bank[_IGNORE_SLOT] = rng.uniform(-30, 30, (H, W))
+    noise = (rng.standard_normal((H, W, 3)) * 7.0).astype(np.float32)  # pixel noise, sliced at random offsets
+    return bank, noise
+
+
+class _Canvas:
+    """Label / instance / shade maps plus per-instance colours for one procedural scene."""
+
+    def __init__(self, rng: np.random.Generator, h: int, w: int):
+        self.rng, self.h, self.w = rng, h, w
+        self.label = np.full((h, w), 10, dtype=np.uint8)
+        self.inst = np.zeros((h, w), dtype=np.int32)
+        self.shade = np.ones((h, w), dtype=np.float32)
+        self.colors = [_APPEARANCE[10] + rng.uniform(-20, 20, 3)]
+
+    def new(self, cls: int, jitter: float = 18.0, color=None) -> int:
+        base = _APPEARANCE[_IGNORE_SLOT if cls == IGNORE else cls] if color is None else np.asarray(color, np.float32)
+        self.colors.append(base + self.rng.uniform(-jitter, jitter, 3))
+        return len(self.colors) - 1
+
+    def _clip(self, y0, y1, x0, x1):
+        y0, y1 = max(int(y0), 0), min(int(y1), self.h)
+        x0, x1 = max(int(x0), 0), min(int(x1), self.w)
+        return y0, y1, x0, x1
+
+    def rect(self, y0, y1, x0, x1, cls: int, iid: int | None = None, shade: float | None = None) -> int:
+        iid = self.new(cls) if iid is None else iid
+        y0, y1, x0, x1 = self._clip(y0, y1, x0, x1)
+        if y1 > y0 and x1 > x0:
+            self.label[y0:y1, x0:x1] = cls
+            self.inst[y0:y1, x0:x1] = iid
+            self.shade[y0:y1, x0:x1] = 1.0 if shade is None else shade
+        return iid
+
+    def shade_rect(self, y0, y1, x0, x1, value: float) -> None:
+        y0, y1, x0, x1 = self._clip(y0, y1, x0, x1)
+        if y1 > y0 and x1 > x0:
+            self.shade[y0:y1, x0:x1] = value
+
+    def ellipse(self, cy, cx, ry, rx, cls: int, iid: int | None = None, ring: float | None = None) -> int:
+        """Filled ellipse, or a ring of thickness ``ring`` (pixels) when given."""
+        iid = self.new(cls) if iid is None else iid
+        y0, y1, x0, x1 = self._clip(cy - ry - 1, cy + ry + 2, cx - rx - 1, cx + rx + 2)
+        if y1 <= y0 or x1 <= x0:
+            return iid
+        yy, xx = np.ogrid[y0:y1, x0:x1]
+        d = ((yy - cy) / max(ry, 0.5)) ** 2 + ((xx - cx) / max(rx, 0.5)) ** 2
+        m = d <= 1.0
+        if ring is not None:
+            inner = ((yy - cy) / max(ry - ring, 0.3)) ** 2 + ((xx - cx) / max(rx - ring, 0.3)) ** 2
+            m &= inner > 1.0
+        self.label[y0:y1, x0:x1][m] = cls
+        self.inst[y0:y1, x0:x1][m] = iid
+        self.shade[y0:y1, x0:x1][m] = 1.0
+        return iid
+
+
+def _draw_scene(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """One street scene: (H x W x 3 uint8 image, H x W uint8 train ids with 255 ignore)."""
+    cv = _Canvas(rng, h, w)
+    u = rng.uniform
+    horizon = int(h * u(0.42, 0.56))
+
+    # skyline: buildings, trees, low walls, gaps of sky
+    x = 0
+    while x < w:
+        bw = int(rng.integers(max(w // 14, 3), max(w // 4, 5)))
+        kind = rng.choice(4, p=[0.5, 0.3, 0.1, 0.1])
+        if kind == 0:
+            cv.rect(int(u(0.03, 0.75) * horizon), horizon, x, x + bw, 2)
+        elif kind == 1:
+            top = int(u(0.1, 0.7) * horizon)
+            iid = cv.new(8)
+            ry = (horizon - top) / 2 + 1
+            cv.ellipse(top + ry, x + bw / 2, ry, bw / 2 + 1, 8, iid)
+            cv.rect(horizon - max(h // 20, 1), horizon, x + bw // 2 - 1, x + bw // 2 + 1, 8, iid)  # trunk
+        elif kind == 2:
+            cv.rect(horizon - int(u(0.08, 0.18) * h), horizon, x, x + bw, 3)
+        x += bw
+
+    # ground: road trapezoid towards a vanishing point, sidewalks, terrain
+    rows = h - horizon
+    vx = w / 2 + u(-0.15, 0.15) * w
+    spread, walk = u(0.45, 0.75) * w, u(0.06, 0.14) * w
+    yy, xx = np.ogrid[horizon:h, 0:w]
+    t = (yy - horizon + 1) / rows
+    half = 0.03 * w + t * spread
+    side_w = 1 + t * walk
+    dist = np.abs(xx - vx)
+    left = xx < vx
+    ground = np.where(dist < half, 0, np.where(dist < half + side_w, 1, 9)).astype(np.uint8)
+    outer_walk = rng.random(2) < 0.5  # per side: sidewalk continues instead of terrain
+    ground[(ground == 9) & ((left & outer_walk[0]) | (~left & outer_walk[1]))] = 1
+    g_ids = np.zeros(10, dtype=np.int32)
+    for c in (0, 1, 9):
+        g_ids[c] = cv.new(c)
+    cv.label[horizon:] = ground
+    cv.inst[horizon:] = g_ids[ground]
+    lane = (dist < 0.6 + t * 1.2) & ((yy // max(h // 24, 2)) % 2 == 0)  # dashed marking, still road
+    cv.shade[horizon:][lane & (ground == 0)] = 1.7
+
+    def road_half(y):
+        return 0.03 * w + (y - horizon + 1) / rows * spread
+
+    # fences / walls along the horizon on the sides
+    for _ in range(int(rng.integers(0, 3))):
+        fx0 = int(u(0, 0.8) * w)
+        fh = int(u(0.06, 0.14) * h) + 2
+        cls = 4 if rng.random() < 0.6 else 3
+        cv.rect(horizon - fh, horizon + 1, fx0, fx0 + int(u(0.1, 0.3) * w), cls)
+
+    # poles with traffic lights / signs
+    for _ in range(int(rng.integers(0, 4))):
+        yb = int(u(horizon + 2, h - 2))
+        side = 1 if rng.random() < 0.5 else -1
+        px = int(np.clip(vx + side * (road_half(yb) + u(1, 4)), 0, w - 2))
+        top = int(u(0.08, 0.6) * horizon)
+        pw = 1 if w < 200 or rng.random() < 0.5 else 2
+        cv.rect(top, yb, px, px + pw, 5)
+        r = rng.random()
+        bh = max(h // 14, 3)
+        if r < 0.45:
+            ox = px - 1 if side > 0 else px
+            cv.rect(top, top + bh, ox, ox + 3, 6)
+            lamp = cv.new(6, jitter=10, color=[(230, 40, 30), (40, 220, 60), (240, 200, 30)][rng.integers(3)])
+            ly = top + int(rng.integers(0, bh))
+            cv.rect(ly, ly + 1, ox + 1, ox + 2, 6, lamp)
+        elif r < 0.85:
+            sw = max(w // 28, 3)
+            color = None if rng.random() < 0.6 else (40, 70, 200)
+            cv.rect(top, top + sw, px - sw // 2, px - sw // 2 + sw, 7, cv.new(7, color=color))
+
+    # vehicles on the road, far to near (painter's order)
+    n_veh = int(rng.integers(0, 5))
+    kinds = rng.choice(6, size=n_veh, p=[0.36, 0.1, 0.1, 0.06, 0.18, 0.2])
+    bottoms = np.sort(rng.uniform(horizon + 3, h + h * 0.15, size=n_veh))
+    for kind, yb in zip(kinds, bottoms):
+        yb = int(yb)
+        s = 0.12 + 0.88 * min((yb - horizon) / rows, 1.2)
+        cx = vx + u(-0.8, 0.8) * road_half(min(yb, h - 1))
+        if kind == 0:  # car: body, windows, wheels
+            cw = max(w * 0.22 * s, 4)
+            ch = cw * 0.55
+            x0, y0 = cx - cw / 2, yb - ch
+            cv.rect(y0, yb, x0, x0 + cw, 13)
+            cv.shade_rect(y0 + ch * 0.12, y0 + ch * 0.45, x0 + cw * 0.12, x0 + cw * 0.88, 0.45)
+            cv.shade_rect(yb - ch * 0.2, yb, x0 + cw * 0.1, x0 + cw * 0.3, 0.25)
+            cv.shade_rect(yb - ch * 0.2, yb, x0 + cw * 0.7, x0 + cw * 0.9, 0.25)
+        elif kind == 1:  # truck: cabin + tall cargo box
+            cw = max(w * 0.3 * s, 5)
+            ch = cw * 0.85
+            x0 = cx - cw / 2
+            iid = cv.rect(yb - ch, yb, x0, x0 + cw * 0.72, 14)
+            cv.rect(yb - ch * 0.6, yb, x0 + cw * 0.72, x0 + cw, 14, iid)
+            cv.shade_rect(yb - ch * 0.55, yb - ch * 0.35, x0 + cw * 0.78, x0 + cw * 0.95, 0.5)
+        elif kind == 2:  # bus: long, a row of windows
+            cw = max(w * 0.45 * s, 6)
+            ch = cw * 0.45
+            x0, y0 = cx - cw / 2, yb - ch
+            cv.rect(y0, yb, x0, x0 + cw, 15)
+            ys0, ys1, xs0, xs1 = cv._clip(y0 + ch * 0.15, y0 + ch * 0.45, x0 + 1, x0 + cw - 1)
+            if ys1 > ys0 and xs1 > xs0:
+                cols = np.arange(xs0, xs1)
+                win = (cols - xs0) % 5 < 3
+                cv.shade[ys0:ys1, cols[win]] = 0.5
+        elif kind == 3:  # train: very long, low, striped
+            cw = max(w * 0.8 * s, 8)
+            ch = cw * 0.22
+            cv.rect(yb - ch, yb, cx - cw / 2, cx + cw / 2, 16)
+        else:  # two-wheelers, usually with a rider on top
+            cw = max(w * 0.09 * s, 3)
+            ch = cw * 0.8
+            x0 = cx - cw / 2
+            if kind == 4:
+                cv.rect(yb - ch, yb, x0, x0 + cw, 17)
+            else:
+                iid = cv.new(18)
+                r = max(ch * 0.35, 1.0)
+                cv.ellipse(yb - r, x0 + r, r, r, 18, iid, ring=1.0)
+                cv.ellipse(yb - r, x0 + cw - r, r, r, 18, iid, ring=1.0)
+                cv.rect(yb - r - 1, yb - r, x0 + r, x0 + cw - r, 18, iid)
+            if rng.random() < 0.8:  # rider: looks like a pedestrian, but sits on a two-wheeler
+                _person(cv, yb - ch * 0.7, cx, ch * 1.6, max(cw * 0.45, 1.5), 12)
+
+    # pedestrians on the sidewalks / terrain
+    for _ in range(int(rng.integers(0, 5))):
+        yb = u(horizon + 2, h + 2)
+        s = 0.12 + 0.88 * (yb - horizon) / rows
+        side = 1 if rng.random() < 0.5 else -1
+        cx = vx + side * (road_half(min(yb, h - 1)) + u(0.5, 6) + s * 4)
+        ph = max(h * 0.32 * s, 4)
+        _person(cv, yb, cx, ph, max(ph * 0.3, 1.5), 11)
+
+    # ignore regions: ego-vehicle hood, unlabelled static clutter
+    if rng.random() < 0.35:
+        hood = int(u(0.05, 0.12) * h) + 1
+        cv.ellipse(h + hood * 0.5, w / 2, hood * 1.5, w * 0.7, IGNORE, cv.new(IGNORE, color=(30, 30, 35)))
+    if rng.random() < 0.3:
+        sy, sx = u(horizon, h), u(0, w)
+        sh, sw = u(0.04, 0.1) * h + 1, u(0.03, 0.1) * w + 1
+        cv.rect(sy - sh, sy, sx, sx + sw, IGNORE, cv.new(IGNORE, jitter=50, color=(120, 110, 100)))
+
+    # render: instance colour x shade + class texture + noise, global gain
+    colors = np.asarray(cv.colors, dtype=np.float32)
+    slot = np.where(cv.label == IGNORE, _IGNORE_SLOT, cv.label).astype(np.intp)
+    bank, bank_noise = _texture_bank(h, w)
+    dy, dx = int(rng.integers(0, h)), int(rng.integers(0, w))
+    tex = bank[slot, np.arange(dy, dy + h)[:, None], np.arange(dx, dx + w)[None, :]]
+    img = colors[cv.inst] * cv.shade[:, :, None]
+    img += tex[:, :, None]
+    img *= u(0.75, 1.2)
+    ny, nx = int(rng.integers(0, h)), int(rng.integers(0, w))
+    img += bank_noise[ny:ny + h, nx:nx + w]
+    np.clip(img, 0, 255, out=img)
+    return img.astype(np.uint8), cv.label
+
+
+def _person(cv: _Canvas, yb: float, cx: float, ph: float, pw: float, cls: int) -> None:
+    """Torso, legs and a head; the class (person 11 / rider 12) is the caller's."""
+    iid = cv.new(cls, jitter=40)
+    top = yb - ph
+    cv.rect(top + ph * 0.2, yb - ph * 0.35, cx - pw / 2, cx + pw / 2, cls, iid)
+    cv.rect(yb - ph * 0.35, yb, cx - pw / 2, cx - pw / 2 + max(pw * 0.4, 1), cls, iid, shade=0.6)
+    cv.rect(yb - ph * 0.35, yb, cx + pw / 2 - max(pw * 0.4, 1), cx + pw / 2, cls, iid, shade=0.6)
+    head = cv.new(cls, jitter=15, color=(225, 180, 150))
+    cv.rect(top, top + ph * 0.2 + 1, cx - pw * 0.3, cx + pw * 0.3 + 1, cls, head)
+
+
+def _sample_seed(split: str, index: int) -> int:
+    return zlib.crc32(f"SyntheticCityscapes/{split}/{index}".encode())
+
+
+@DATASETS.register()
+class SyntheticCityscapes(Dataset):
+    """Procedural stand-in for :class:`Cityscapes`: same 19 classes, ignore 255 and sample format.
+
+    Each sample is a street scene drawn from a numpy Generator seeded by (split, index) -- independent of the
+    global RNG (only augmentation uses that): sky, buildings (window texture), walls (bricks), trees
+    (rough green), terrain (smooth green), a perspective road with lane marks, sidewalks (tiles), fences
+    (lattice), thin poles with traffic lights / signs, cars, trucks, buses, trains, motorcycles, bicycles
+    (thin rings), pedestrians and riders (riders look like pedestrians; only the two-wheeler below tells
+    them apart), plus ignore regions (ego-vehicle hood, clutter). Classes that share colours differ by
+    texture, size or context, so larger networks do better.
+
+    Sample: ``{'image': 3 x H x W float (normalised), 'target': H x W long}``, H x W = ``image_size``
+    (64 x 128 default) for evaluation, ``min(crop_size, image_size)`` for training with augmentation.
+
+    Args: as :class:`Cityscapes` (``root`` is accepted and ignored, so a config's dataset dict can be
+    re-typed), plus ``num_samples`` (default 200 for train, 50 otherwise) and ``image_size``.
+    """
+
+    CLASSES = CLASSES
+    PALETTE = PALETTE
+    num_classes = len(CLASSES)
+    DEFAULT_SIZES = {"train": 200}
+    DEFAULT_OTHER = 50
+
+    def __init__(self, root: str | None = None, split: str = "train", num_samples: int | None = None,
+                 image_size: Sequence[int] | int = (64, 128), crop_size: Sequence[int] | int | None = (512, 1024),
+                 scale_range: Sequence[float] | None = (0.5, 2.0), flip: bool = True, photometric: bool = False,
+                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+                 ignore_index: int = IGNORE, augment: bool | None = None):
+        self.root = root
+        self.split = split
+        if isinstance(image_size, int):
+            image_size = (image_size, image_size)
+        self.image_size = tuple(int(s) for s in image_size)
+        if len(self.image_size) != 2 or min(self.image_size) < 16:
+            raise ValueError(f"image_size must be (height, width) with both >= 16; got {image_size!r}")
+        n = self.DEFAULT_SIZES.get(split, self.DEFAULT_OTHER) if num_samples is None else int(num_samples)
+        if n < 1:
+            raise ValueError(f"num_samples must be >= 1; got {num_samples!r}")
+        self.num_samples = n
+        self.ignore_index = int(ignore_index)
+        if crop_size is not None:
+            if isinstance(crop_size, int):
+                crop_size = (crop_size, crop_size)
+            # a crop meant for 1024 x 2048 frames is clamped to the small synthetic frame
+            crop_size = (min(int(crop_size[0]), self.image_size[0]), min(int(crop_size[1]), self.image_size[1]))
+        self.crop_size = crop_size
+        augment = split == "train" if augment is None else bool(augment)
+        self.augment = augment
+        self.transform = _make_transform(augment, crop_size, scale_range, flip, photometric, mean, std,
+                                         self.ignore_index)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def render(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Raw sample ``index``: (H x W x 3 uint8 RGB, H x W uint8 train ids, ignore = ``ignore_index``)."""
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"SyntheticCityscapes index {index} out of range for {self.num_samples} samples")
+        rng = np.random.default_rng(_sample_seed(self.split, index))
+        image, label = _draw_scene(rng, *self.image_size)
+        if self.ignore_index != IGNORE:
+            label = np.where(label == IGNORE, self.ignore_index, label).astype(np.uint8)
+        return image, label
+
+    load = render
+
+    def __getitem__(self, index: int) -> dict:
+        image, label = self.render(index)
+        return self.transform(image, label)
+
+    @classmethod
+    def write_tree(cls, root: str, split: str = "train", n: int = 8, image_size: Sequence[int] = (64, 128),
+                   cities: Sequence[str] = ("synthcity", "faketown")) -> list[str]:
+        """Write ``n`` samples of ``split`` to ``root`` in the official Cityscapes layout; returns image paths.
+
+        Train ids are written back as official label ids; ignore pixels get a mix of void ids (unlabeled,
+        ego vehicle, static, parking, guard rail...) so that loading exercises the whole label table.
+        """
+        ds = cls(split=split, num_samples=n, image_size=image_size, augment=False)
+        paths = []
+        for i in range(n):
+            image, label = ds.render(i)
+            ids = _TRAIN_TO_ID[label]
+            void = label == IGNORE
+            if void.any():
+                pick = (np.arange(label.size).reshape(label.shape) // 7) % len(_VOID_IDS)
+                ids[void] = _VOID_IDS[pick[void]]
+            city = cities[i % len(cities)]
+            stem = f"{city}_{i:06d}_000019"
+            img_path = os.path.join(root, "leftImg8bit", split, city, f"{stem}_leftImg8bit.png")
+            _write_png(img_path, image)
+            _write_png(os.path.join(root, "gtFine", split, city, f"{stem}_gtFine_labelIds.png"), ids)
+            paths.append(img_path)
+        return paths
+
+    def __repr__(self) -> str:
+        return (f"SyntheticCityscapes(split={self.split!r}, n={self.num_samples}, image_size={self.image_size}, "
+                f"augment={self.augment})")
