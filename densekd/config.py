@@ -242,3 +242,12 @@ def config_from_dict(data: dict, filename: str = "<dict>") -> Config:
     for k, v in data.items():
         _record_sources(v, k, filename, cfg.sources)
     return cfg
+
+
+def config_name(filename: str) -> str:
+    """``configs/cifar100/distill/x/kd.py`` -> ``cifar100/distill/x/kd``; outside ``configs/``: the stem."""
+    path = Path(filename).resolve()
+    if "configs" in path.parts:
+        idx = len(path.parts) - 1 - path.parts[::-1].index("configs")
+        return str(Path(*path.parts[idx + 1:]).with_suffix(""))
+    return path.stem

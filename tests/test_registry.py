@@ -36,3 +36,18 @@ def test_duplicate_registration_rejected():
     reg.register("a")(lambda: 1)
     with pytest.raises(RegistryError, match="already registered"):
         reg.register("a")(lambda: 2)
+
+
+def test_module_without_own_init_takes_no_kwargs():
+    import torch
+
+    reg = Registry("loss")
+
+    @reg.register()
+    class Plain(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    assert isinstance(reg.build(dict(type="Plain"), s_shapes=[1]), Plain)  # offered defaults are dropped
+    with pytest.raises(RegistryError, match="has no parameter 'T'"):
+        reg.build(dict(type="Plain", T=4))

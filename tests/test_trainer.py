@@ -162,3 +162,17 @@ def test_sigterm_saves_checkpoint_then_resume_finishes(tiny_config, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     assert json.loads((wd / "summary.json").read_text())["completed"]
+
+
+def test_calibrate_batchnorm_sets_exact_batch_statistics():
+    from densekd.engine.builder import calibrate_batchnorm
+
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    batches = [{"image": torch.randn(5, 3, 4, 4) * 3 + 1} for _ in range(3)]
+    calibrate_batchnorm(m, batches)
+    with torch.no_grad():
+        feats = [m[0](b["image"]) for b in batches]
+    means = torch.stack([f.mean((0, 2, 3)) for f in feats]).mean(0)
+    assert torch.allclose(m[1].running_mean, means, atol=1e-5)
+    assert not m.training and m[1].momentum == 0.1

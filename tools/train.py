@@ -20,7 +20,8 @@ from densekd.engine.launch import USER_ERRORS, add_config_args, default_work_dir
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
-    parser.add_argument("--work-dir", default=None, help="default: work_dirs/<config name>/")
+    parser.add_argument("--work-dir", default=None,
+                        help="default: work_dirs/<config path under configs/>/ (plus seed<S>/ with --seed)")
     parser.add_argument("--resume", action="store_true", help="continue from WORK_DIR/checkpoints/last.pth")
     parser.add_argument("--max-iters", type=int, default=None,
                         help="stop after N iterations, then evaluate and write the summary")
@@ -30,7 +31,7 @@ def main(argv=None) -> dict:
 
     try:
         cfg = prepare(args)
-        trainer = Trainer(cfg, default_work_dir(cfg, args.work_dir), device=args.device,
+        trainer = Trainer(cfg, default_work_dir(cfg, args.work_dir, args.seed), device=args.device,
                           synthetic=args.synthetic, resume=args.resume, max_iters=args.max_iters)
     except USER_ERRORS as exc:
         fail(exc)

@@ -75,10 +75,11 @@ def build_connector(kind: str, s_shape: torch.Size, t_shape: torch.Size, **kwarg
             raise ValueError(f"conv connector needs 4-D feature maps; got student {tuple(s_shape)}, "
                              f"teacher {tuple(t_shape)}")
         return ConvConnector(s_shape[1], t_shape[1], **kwargs)
-    if kind == "linear":
-        return LinearEmbed(int(torch.Size(s_shape[1:]).numel()), int(torch.Size(t_shape[1:]).numel()), **kwargs)
-    if kind == "mlp":
-        return MLPEmbed(int(torch.Size(s_shape[1:]).numel()), int(torch.Size(t_shape[1:]).numel()), **kwargs)
+    if kind in ("linear", "mlp"):  # flatten, map, reshape to the teacher's (per-sample) shape
+        embed = LinearEmbed if kind == "linear" else MLPEmbed
+        kwargs.setdefault("normalize", False)
+        return nn.Sequential(embed(int(torch.Size(s_shape[1:]).numel()), int(torch.Size(t_shape[1:]).numel()), **kwargs),
+                             nn.Unflatten(1, tuple(t_shape[1:])))
     raise ValueError(f"unknown connector kind {kind!r}; choose 'conv', 'linear', 'mlp' or 'identity'")
 
 

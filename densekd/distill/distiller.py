@@ -16,9 +16,14 @@ A term is configured as::
 ``teachers`` picks teachers by index (default 0) or ``'all'``; with several,
 ``ensemble='mean'`` averages the teacher tensors (KD against the averaged
 ensemble), ``'separate'`` builds one loss per teacher and averages the losses.
+``init_only=True`` keeps a two-stage term (AB, FSP) out of the main stage, as
+RepDistiller does: it then acts only through the initialisation stage.
+``connector='conv'|'linear'|'mlp'`` maps each student tap to its teacher tap's
+shape with a learnable adapter (1x1 conv + BN, linear, MLP) before any loss.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,11 +31,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from densekd.distill.connectors import build_connector
 from densekd.distill.taps import FeatureTaps, expand_taps
 from densekd.registry import LOSSES
 from densekd.tasks.base import Task, main_output
 
-TERM_KEYS = ("type", "weight", "student", "teacher", "name", "teachers", "ensemble")
+TERM_KEYS = ("type", "weight", "student", "teacher", "name", "teachers", "ensemble", "init_only", "connector")
 
 
 @dataclass
@@ -42,6 +48,8 @@ class Term:
     single: bool  # pass one tensor rather than a list
     teacher_ids: list[int]
     ensemble: str
+    init_only: bool = False
+    connector: str | None = None
     cfg: dict = field(default_factory=dict)
 
 
@@ -66,6 +74,7 @@ class Distiller(nn.Module):
         self.epoch = 0.0
         self.terms: list[Term] = [self._parse(i, cfg) for i, cfg in enumerate(terms)]
         self.losses = nn.ModuleDict()
+        self.connectors = nn.ModuleDict()
         self._adv_cache: dict[str, tuple] = {}
         s_all = [p for term in self.terms for p in term.s_paths]
         self.s_taps = FeatureTaps(student, s_all)
@@ -111,7 +120,7 @@ class Distiller(nn.Module):
         kwargs = {k: v for k, v in cfg.items() if k not in TERM_KEYS}
         LOSSES.check_kwargs(cfg["type"], kwargs, where=f"distill[{i}]")
         return Term(name, float(cfg.get("weight", 1.0)), s_paths, t_paths, single, ids, ensemble,
-                    dict(type=cfg["type"], **kwargs))
+                    bool(cfg.get("init_only", False)), cfg.get("connector"), dict(type=cfg["type"], **kwargs))
 
     @torch.no_grad()
     def _build_losses(self, probe: torch.Tensor, num_classes, num_data) -> None:
@@ -126,19 +135,44 @@ class Distiller(nn.Module):
                 term.name = f"{term.name}_{len(names)}"
             names.add(term.name)
             s = self.s_taps.collect(term.s_paths, s_out)
+            if term.connector:
+                t0 = self.t_taps[term.teacher_ids[0]].collect(term.t_paths, t_outs[term.teacher_ids[0]])
+                self.connectors[term.name] = nn.ModuleList(
+                    build_connector(term.connector, a.shape, b.shape) for a, b in zip(s, t0))
+                self.connectors[term.name].eval()
+                s = [c(x) for c, x in zip(self.connectors[term.name], s)]
+                self.connectors[term.name].train()
             s_shapes = [x.shape for x in s]
             modules = []
             groups = [term.teacher_ids] if term.ensemble == "mean" or len(term.teacher_ids) == 1 else \
                 [[t] for t in term.teacher_ids]
             for group in groups:
-                t = self.t_taps[group[0]].collect(term.t_paths, t_outs[group[0]])
-                modules.append(LOSSES.build(copy.deepcopy(term.cfg), where=f"distill term {term.name}",
-                                            s_shapes=s_shapes, t_shapes=[x.shape for x in t],
-                                            num_classes=num_classes, num_data=num_data))
+                t_shapes = [x.shape for x in self.t_taps[group[0]].collect(term.t_paths, t_outs[group[0]])]
+                try:
+                    modules.append(LOSSES.build(copy.deepcopy(term.cfg), where=f"distill term {term.name}",
+                                                s_shapes=s_shapes, t_shapes=t_shapes,
+                                                num_classes=num_classes, num_data=num_data))
+                except ValueError as exc:
+                    raise self._shape_error(term, [tuple(x) for x in s_shapes], [tuple(x) for x in t_shapes],
+                                            exc) from exc
+            if term.init_only and not hasattr(modules[0], "init_loss"):
+                raise ValueError(f"term {term.name}: init_only=True but {term.cfg['type']} has no "
+                                 f"initialisation stage (only AB, FT and FSP do)")
             self.losses[term.name] = modules[0] if len(modules) == 1 else nn.ModuleList(modules)
         self.s_taps.clear()
         for taps in self.t_taps:
             taps.clear()
+
+    def distill_state_dict(self) -> dict:
+        """Everything but the student: loss parts, connectors, memory banks (for checkpoints)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("student.")}
+
+    def load_distill_state_dict(self, state: dict) -> None:
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("student.")]
+        if missing or unexpected:
+            raise RuntimeError(f"checkpoint does not match the configured distillation terms: missing {missing}, "
+                               f"unexpected {unexpected}")
 
     # -- running --------------------------------------------------------------
     def train(self, mode: bool = True) -> "Distiller":
@@ -163,6 +197,8 @@ class Distiller(nn.Module):
 
     def _term_inputs(self, term: Term, s_out, t_outs):
         s = self.s_taps.collect(term.s_paths, s_out)
+        if term.name in self.connectors:
+            s = [c(x) for c, x in zip(self.connectors[term.name], s)]
         per_teacher = [self.t_taps[i].collect(term.t_paths, t_outs[i]) for i in term.teacher_ids]
         if term.ensemble == "mean" and len(per_teacher) > 1:
             try:
@@ -176,20 +212,42 @@ class Distiller(nn.Module):
         m = self.losses[term.name]
         return list(m) if isinstance(m, nn.ModuleList) else [m]
 
+    @staticmethod
+    def _shape_error(term: Term, s_shapes: list[tuple], t_shapes: list[tuple], exc: Exception) -> Exception:
+        """A loss's shape complaint, re-raised with the taps, both shapes and the connector that would fit."""
+        if s_shapes == t_shapes or term.connector:
+            return exc
+        if all(len(a) == 4 for a in s_shapes):
+            hint = "Add connector='conv' to the term (a 1x1 conv + BN per tap from the student's channels to the teacher's)"
+        else:
+            hint = "Add connector='linear' to the term (a linear map of the student's features to the teacher's size)"
+        return ValueError(f"distill term {term.name!r} ({term.cfg['type']}): student taps {term.s_paths} have shapes "
+                          f"{s_shapes} but teacher taps {term.t_paths} have {t_shapes}. {hint}, or tap layers of "
+                          f"matching shapes (python tools/list_taps.py CONFIG). The loss said: {exc}")
+
+    def _call(self, term: Term, module: nn.Module, s, t, extra: dict) -> torch.Tensor:
+        try:
+            return module(s, t, **extra)
+        except (ValueError, RuntimeError) as exc:
+            shapes = lambda xs: [tuple(x.shape) for x in (xs if isinstance(xs, (list, tuple)) else [xs])]
+            raise self._shape_error(term, shapes(s), shapes(t), exc) from exc
+
     def forward(self, batch: dict) -> tuple[Any, dict[str, torch.Tensor]]:
         self.s_taps.clear()
         output = self.student(batch["image"])
         losses = {k: self.task_weight * v for k, v in self.task.loss(output, batch).items()}
-        if not self.terms:
+        if not any(not t.init_only for t in self.terms):
             return output, losses
         t_outs = self._teacher_forward(batch)
         s_out = main_output(output)
         extra = {k: v for k, v in batch.items()}
         extra["epoch"] = self.epoch
         for term in self.terms:
+            if term.init_only:
+                continue
             s, ts = self._term_inputs(term, s_out, t_outs)
             modules = self.term_modules(term)
-            values = [m(s, t, **extra) for m, t in zip(modules, ts)]
+            values = [self._call(term, m, s, t, extra) for m, t in zip(modules, ts)]
             losses[term.name] = term.weight * (sum(values) / len(values))
             if hasattr(modules[0], "discriminator_loss"):
                 self._adv_cache[term.name] = (s, ts, batch.get("image"))
@@ -199,21 +257,24 @@ class Distiller(nn.Module):
     def init_terms(self) -> list[Term]:
         return [t for t in self.terms if all(hasattr(m, "init_loss") for m in self.term_modules(t))]
 
+    def init_trains_student(self) -> bool:
+        return any(getattr(m, "init_trains_student", False) for t in self.init_terms() for m in self.term_modules(t))
+
     def init_parameters(self) -> list[nn.Parameter]:
         """Parameters the initialisation stage trains: loss parts, plus the student where a term asks."""
-        params: list[nn.Parameter] = []
-        trains_student = False
-        for term in self.init_terms():
-            for m in self.term_modules(term):
-                params += list(m.init_parameters())
-                trains_student |= bool(getattr(m, "init_trains_student", False))
-        if trains_student:
+        params = [p for t in self.init_terms() for m in self.term_modules(t) for p in m.init_parameters()]
+        if self.init_trains_student():
             params = list(self.student.parameters()) + params
         return list({id(p): p for p in params}.values())
 
     def init_forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """Losses of the initialisation stage. A student this stage does not train runs in eval mode
+        without gradients (RepDistiller: FT pre-trains the paraphraser while the student's BN stays put)."""
         self.s_taps.clear()
-        s_out = main_output(self.student(batch["image"]))
+        trains_student = self.init_trains_student()
+        self.student.train(trains_student and self.training)
+        with contextlib.nullcontext() if trains_student else torch.no_grad():
+            s_out = main_output(self.student(batch["image"]))
         t_outs = self._teacher_forward(batch)
         extra = dict(batch, epoch=self.epoch)
         losses = {}
@@ -221,6 +282,7 @@ class Distiller(nn.Module):
             s, ts = self._term_inputs(term, s_out, t_outs)
             values = [m.init_loss(s, t, **extra) for m, t in zip(self.term_modules(term), ts)]
             losses[f"init_{term.name}"] = sum(values) / len(values)
+        self.student.train(self.training)
         return losses
 
     # -- adversarial terms -------------------------------------------------------

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from densekd.config import Config, ConfigError
+from densekd.config import Config, ConfigError, config_name
 from densekd.engine.checkpoint import load_weights
 from densekd.registry import DATASETS, MODELS, TASKS
 
@@ -66,18 +66,21 @@ def teacher_configs(cfg: Config) -> list[dict]:
     return [cfg["teacher"]] if cfg.get("teacher") else []
 
 
-def build_teachers(cfg: Config, synthetic: bool, warn=warnings.warn) -> tuple[list[nn.Module], list[str]]:
-    """Build and load every teacher. A missing checkpoint is an error naming the command that trains it;
-    with ``--synthetic`` it is a warning and the teacher keeps its random initialisation."""
-    teachers, inputs = [], []
+def build_teachers(cfg: Config, synthetic: bool, warn=warnings.warn) -> tuple[list[nn.Module], list[str], list[bool]]:
+    """Build and load every teacher: (teachers, their input keys, which ones are untrained).
+
+    A missing checkpoint is an error naming the command that trains it; with ``--synthetic`` it is a
+    warning and the teacher keeps its random initialisation (see :func:`calibrate_batchnorm`)."""
+    teachers, inputs, untrained = [], [], []
     for i, tcfg in enumerate(teacher_configs(cfg)):
         model = build_model(tcfg["model"], where=f"teacher {i} model")
         ckpt = tcfg.get("checkpoint")
-        if ckpt and Path(ckpt).is_file():
+        untrained.append(not (ckpt and Path(ckpt).is_file()))
+        if not untrained[-1]:
             load_weights(model, ckpt, what=f"teacher {i}")
         else:
             how = (f"Train it first with: python tools/train.py {tcfg['config']} (its best weights land in "
-                   f"work_dirs/{Path(tcfg['config']).stem}/checkpoints/best.pth), or set "
+                   f"work_dirs/{config_name(tcfg['config'])}/checkpoints/best.pth), or set "
                    f"--cfg-options teacher.checkpoint=PATH") if tcfg.get("config") else \
                 "Set --cfg-options teacher.checkpoint=PATH to a trained teacher."
             msg = f"Teacher {i} ({tcfg['model'].get('type')}) checkpoint not found: {ckpt!r}. {how}"
@@ -89,7 +92,30 @@ def build_teachers(cfg: Config, synthetic: bool, warn=warnings.warn) -> tuple[li
             p.requires_grad_(False)
         teachers.append(model)
         inputs.append(tcfg.get("input", "image"))
-    return teachers, inputs
+    return teachers, inputs, untrained
+
+
+@torch.no_grad()
+def calibrate_batchnorm(model: nn.Module, batches, input_key: str = "image") -> None:
+    """Set every BatchNorm's running statistics to the exact averages over ``batches``.
+
+    A randomly initialised network in eval mode normalises with mean 0 / variance 1, and
+    its activations explode with depth; smoke runs with untrained teachers calibrate them
+    first so that their features (and the losses built on them) have realistic scales.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average
+    model.train()
+    for batch in batches:
+        model(batch[input_key])
+    for m, momentum in zip(norms, saved):
+        m.momentum = momentum
+    model.eval()
 
 
 def probe_images(dataset, n: int = 2) -> torch.Tensor:

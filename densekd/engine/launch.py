@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from densekd.config import Config, ConfigError, load_config
+from densekd.config import Config, ConfigError, config_name, load_config
 from densekd.engine.builder import set_data_root, use_synthetic
 from densekd.engine.schema import validate
 
@@ -32,12 +32,14 @@ def prepare(args: argparse.Namespace) -> Config:
     return cfg
 
 
-def default_work_dir(cfg: Config, explicit: str | None) -> Path:
+def default_work_dir(cfg: Config, explicit: str | None, seed: int | None = None) -> Path:
+    """``--work-dir``, else the config's ``work_dir``, else ``work_dirs/<config name>[/seed<S>]``."""
     if explicit:
         return Path(explicit)
     if cfg.get("work_dir"):
         return Path(cfg["work_dir"])
-    return Path("work_dirs") / Path(cfg.filename).stem
+    base = Path("work_dirs") / config_name(cfg.filename)
+    return base / f"seed{seed}" if seed is not None else base
 
 
 def fail(exc: Exception) -> None:

@@ -22,7 +22,8 @@ from densekd.config import Config
 from densekd.data.sampling import build_loader
 from densekd.distill.distiller import Distiller
 from densekd.engine import distributed as dist
-from densekd.engine.builder import (build_datasets, build_model, build_task, build_teachers, probe_images)
+from densekd.engine.builder import (build_datasets, build_model, build_task, build_teachers, calibrate_batchnorm,
+                                    probe_images)
 from densekd.engine.evaluate import run_evaluation, to_device
 from densekd.engine.checkpoint import atomic_save, atomic_write_text, load_checkpoint, rng_state, set_rng_state
 from densekd.engine.optim import LRSchedule, build_optimizer, set_lr
@@ -54,8 +55,9 @@ class Trainer:
         synthetic: the config's datasets were replaced by stand-ins (missing teacher
             checkpoints become warnings).
         resume: continue from ``work_dir/checkpoints/last.pth``.
-        max_iters: stop after this many (main-stage) iterations, then evaluate and summarise;
-            the learning-rate schedule is the config's, unchanged.
+        max_iters: stop after this many training iterations, then evaluate and summarise; the
+            learning-rate schedule is the config's, unchanged. Iterations of an initialisation
+            stage (AB/FT/FSP) count first, so a short smoke run may end inside that stage.
     """
 
     def __init__(self, cfg: Config, work_dir: str | Path, device: str = "auto", synthetic: bool = False,
@@ -102,7 +104,10 @@ class Trainer:
 
         # -- models -----------------------------------------------------------
         self.student = build_model(cfg["model"])
-        teachers, inputs = build_teachers(cfg, synthetic, warn=self.records.warning)
+        teachers, inputs, untrained = build_teachers(cfg, synthetic, warn=self.records.warning)
+        for teacher, key, random_init in zip(teachers, inputs, untrained):
+            if random_init:
+                calibrate_batchnorm(teacher, self._calibration_batches(), key)
         self.distiller = Distiller(self.student, self.task, teachers, cfg.get("distill", []),
                                    task_weight=float(cfg.get("task_weight", 1.0)),
                                    probe=probe_images(self.train_set) if cfg.get("distill") else None,
@@ -175,6 +180,16 @@ class Trainer:
         if resume:
             self.resume()
 
+    def _calibration_batches(self, n: int = 4):
+        """A few training batches (outside the training order's RNG) for calibrating untrained teachers."""
+        from densekd.data.sampling import forked_rng
+
+        size = min(len(self.train_set), self.batch_per_rank)
+        with forked_rng(self.seed + 1):
+            for b in range(n):
+                items = [self.train_set[(b * size + i) % len(self.train_set)] for i in range(size)]
+                yield torch.utils.data.default_collate(items)
+
     # -- checkpoints ------------------------------------------------------------
     @property
     def ckpt_dir(self) -> Path:
@@ -183,7 +198,7 @@ class Trainer:
     def state_dict(self) -> dict:
         return {
             "model": self.student.state_dict(),
-            "distill": self.distiller.losses.state_dict(),
+            "distill": self.distiller.distill_state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "d_optimizers": {k: [o.state_dict() for o in v] for k, v in self.d_optimizers.items()},
             "init_optimizer": self.init_optimizer.state_dict() if self.init_optimizer else None,
@@ -205,7 +220,7 @@ class Trainer:
             raise FileNotFoundError(f"--resume: no checkpoint at {path}; start without --resume")
         ckpt = load_checkpoint(path, map_location=self.device)
         self.student.load_state_dict(ckpt["model"])
-        self.distiller.losses.load_state_dict(ckpt["distill"])
+        self.distiller.load_distill_state_dict(ckpt["distill"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         for name, states in ckpt.get("d_optimizers", {}).items():
             for opt, st in zip(self.d_optimizers.get(name, []), states):
@@ -348,22 +363,25 @@ class Trainer:
                 yield to_device(batch, self.device, self.channels_last)
                 it += 1
 
-    def _run_init_stage(self) -> bool:
-        """The initialisation stage of AB / FT / FSP. Returns False if stopped by a signal."""
-        if self.init_iter >= self.init_total:
+    def _run_init_stage(self, limit: int) -> bool:
+        """The initialisation stage of AB / FT / FSP, up to ``limit`` iterations. False if stopped by a signal."""
+        if self.init_iter >= limit:
             return True
         names = [t.name for t in self.distiller.init_terms()]
         self.records.info(f"Initialisation stage for {', '.join(names)}: {self.init_total} iterations")
         self.distiller.train()
         batches = self._batches(self.init_iter)
-        while self.init_iter < self.init_total:
+        while self.init_iter < limit:
             batch = next(batches)
             with self._autocast():
                 losses = self.distiller.init_forward(batch)
             self._check_finite(losses, f"init iteration {self.init_iter + 1}")
             self.init_optimizer.zero_grad(set_to_none=True)
             sum(losses.values()).backward()
-            self._average_grads([p for g in self.init_optimizer.param_groups for p in g["params"]])
+            params = [p for g in self.init_optimizer.param_groups for p in g["params"]]
+            self._average_grads(params)
+            if self.grad_clip:
+                nn.utils.clip_grad_norm_(params, float(self.grad_clip))
             self.init_optimizer.step()
             self.init_iter += 1
             if self.init_iter % self.log_interval == 0 or self.init_iter == self.init_total:
@@ -380,15 +398,18 @@ class Trainer:
     def train(self) -> dict:
         """Run to the end of the schedule (or ``max_iters``); returns the summary."""
         start = time.time()
-        stop_at = self.total_iters if self.max_iters is None else min(self.total_iters, self.max_iters)
+        init_limit, stop_at = self.init_total, self.total_iters
+        if self.max_iters is not None:  # one budget over both stages, the initialisation stage first
+            init_limit = min(self.init_total, self.max_iters)
+            stop_at = min(self.total_iters, max(self.max_iters - init_limit, 0))
         self.records.info(f"Training {type(self.student).__name__} on {self.device} x{self.world}: "
                           f"{self.total_iters} iterations ({self.iters_per_epoch}/epoch), stopping at {stop_at}; "
                           f"work dir {self.work_dir}")
         interrupted = False
         with self._signals():
-            if not self._run_init_stage():
+            if not self._run_init_stage(init_limit):
                 interrupted = True
-            if not interrupted:
+            if not interrupted and self.init_iter >= self.init_total:
                 interrupted = self._main_loop(stop_at)
         if interrupted:
             self.save()
@@ -453,6 +474,7 @@ class Trainer:
             "primary_metric": self.task.primary_metric,
             "iters": self.iter, "total_iters": self.total_iters, "epochs": self.iter / self.iters_per_epoch,
             "completed": self.iter >= self.total_iters, "max_iters": self.max_iters,
+            "init_iters": self.init_iter, "init_total": self.init_total,
             "config": self.cfg.filename, "work_dir": str(self.work_dir), "world_size": self.world,
             "device": str(self.device), "synthetic": self.synthetic, "seed": self.seed,
             "time_s": round(seconds, 2), "teachers": len(self.distiller.teachers),

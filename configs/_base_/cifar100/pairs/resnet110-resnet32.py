@@ -1,0 +1,7 @@
+# CRD Table 1 pair: teacher resnet110 -> student resnet32, CIFAR-100, the 240-epoch recipe.
+# The teacher comes from configs/cifar100/teachers/resnet110.py (its default work dir below).
+_base_ = ['../../cifar100_classification.py']
+teacher = dict(model=dict(type='resnet110', num_classes=100),
+               checkpoint='work_dirs/cifar100/teachers/resnet110/checkpoints/best.pth',
+               config='configs/cifar100/teachers/resnet110.py')
+model = dict(type='resnet32', num_classes=100)

@@ -1,0 +1,133 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from densekd.config import load_config
+from densekd.distill.distiller import Distiller
+from densekd.distill.taps import FeatureTaps, TapError, expand_taps
+from densekd.engine.trainer import Trainer
+from densekd.registry import MODELS, TASKS
+
+CLS = TASKS.build(dict(type="classification"))
+
+
+def models(student="resnet8", teacher="resnet8x4"):
+    torch.manual_seed(0)
+    return MODELS.build(dict(type=student)), MODELS.build(dict(type=teacher))
+
+
+def batch(n=4):
+    return {"image": torch.randn(n, 3, 32, 32), "target": torch.randint(0, 100, (n,))}
+
+
+def test_missing_tap_names_closest_valid_paths():
+    s, t = models()
+    with pytest.raises(TapError) as err:
+        Distiller(s, CLS, [t], [dict(type="AT", student=["layer1", "layer4"], teacher=["layer1", "layer2"])],
+                  probe=batch()["image"])
+    msg = str(err.value)
+    assert "'layer4'" in msg and "layer1" in msg and "list_taps.py" in msg
+    with pytest.raises(TapError, match=r"index 5 out of range for layer2 \(1 children\)"):
+        FeatureTaps(s, ["layer2.5.conv1"])
+    with pytest.raises(TapError, match="has no module 'layer2.0.conv9'"):
+        FeatureTaps(s, ["layer2.0.conv9"])
+    with pytest.raises(TapError, match="out of range"):
+        FeatureTaps(s, ["layer2.-3"])
+    with pytest.raises(TapError, match="defines: feats, preacts"):
+        expand_taps(s, "stages[1:]")
+
+
+def test_group_expansion_and_input_taps_record_the_right_tensors():
+    s, _ = models()
+    assert expand_taps(s, "feats[1:-1]") == ["layer1", "layer2", "layer3"]
+    assert expand_taps(s, "feats[-1]") == ["fc:input"]
+    x = batch()["image"]
+    with FeatureTaps(s, ["fc:input", "layer3"]) as taps:
+        logits = s(x)
+        pooled, l3 = taps.collect(["fc:input", "layer3"])
+    assert torch.allclose(s.fc(pooled), logits) and torch.allclose(l3.mean((2, 3)), pooled, atol=1e-6)
+
+
+def test_shape_mismatch_names_both_shapes_and_the_fitting_connector():
+    s, t = models()
+    term = dict(type="FSP", student=["layer1", "layer2"], teacher=["layer1", "layer2"])
+    with pytest.raises(ValueError) as err:  # at start-up, from the probe shapes
+        Distiller(s, CLS, [t], [term], probe=batch()["image"])
+    msg = str(err.value)
+    assert "(4, 16, 32, 32)" in msg and "(4, 64, 32, 32)" in msg and "connector='conv'" in msg
+    d = Distiller(s, CLS, [t], [dict(term, connector="conv")], probe=batch()["image"])
+    _, losses = d(batch())
+    losses["FSP"].backward()
+    assert d.connectors["FSP"][0][0].weight.grad.abs().sum() > 0
+    assert "connectors.FSP.0.0.weight" in d.distill_state_dict()
+
+
+def test_teacher_count_and_tap_count_errors():
+    s, t = models()
+    with pytest.raises(ValueError, match="needs a teacher"):
+        Distiller(s, CLS, [], [dict(type="KD")], probe=batch()["image"])
+    with pytest.raises(ValueError, match="3 student taps"):
+        Distiller(s, CLS, [t], [dict(type="AT", student="feats[1:-1]", teacher="feats[1:3]")], probe=batch()["image"])
+    with pytest.raises(ValueError, match="teacher index 1 out of range"):
+        Distiller(s, CLS, [t], [dict(type="KD", teachers=[1])], probe=batch()["image"])
+    with pytest.raises(ValueError, match="no initialisation stage"):
+        Distiller(s, CLS, [t], [dict(type="KD", init_only=True)], probe=batch()["image"])
+
+
+def test_ensemble_mean_kd_equals_kd_on_averaged_logits_and_crd_gets_a_critic_per_teacher():
+    torch.manual_seed(0)
+    s = MODELS.build(dict(type="resnet8"))
+    t1, t2 = MODELS.build(dict(type="resnet14")), MODELS.build(dict(type="resnet20"))
+    b = batch()
+    d = Distiller(s, CLS, [t1, t2], [dict(type="KD", T=4, teachers="all", ensemble="mean", weight=0.9)],
+                  probe=b["image"], task_weight=0.0)
+    d.train()
+    _, losses = d(b)
+    with torch.no_grad():
+        avg = (t1(b["image"]) + t2(b["image"])) / 2
+    s.eval()
+    # recompute with the same train-mode student output
+    s.train()
+    out = s(b["image"])
+    ref = F.kl_div(F.log_softmax(out / 4, 1), F.softmax(avg / 4, 1), reduction="batchmean") * 16 * 0.9
+    assert torch.allclose(losses["KD"], ref, rtol=1e-5)
+    crd = Distiller(s, CLS, [t1, t2], [dict(type="CRD", student="feats[-1]", teacher="feats[-1]", teachers="all",
+                                            nce_k=4)], probe=b["image"], num_data=10)
+    assert len(crd.losses["CRD"]) == 2
+    assert crd.losses["CRD"][0].memory_t.data_ptr() != crd.losses["CRD"][1].memory_t.data_ptr()
+
+
+FT_EXTRA = ("teacher = dict(model=dict(type='simple_cnn', num_classes=100, width=16))\n"
+            "distill = [dict(type='FT', student='feats[-2]', teacher='feats[-2]', weight=200)]\n"
+            "train = dict(epochs=1, init_epochs=1, log_interval=2, init_lr=0.01)\n")
+
+
+@pytest.mark.parametrize("stop_at", [3, 9])  # inside the initialisation stage, inside the main stage
+def test_two_stage_method_resumes_exactly_in_either_stage(tiny_config, tmp_path, stop_at):
+    cfg = tiny_config(extra=FT_EXTRA)
+
+    def run(wd, **kw):
+        return Trainer(load_config(cfg), tmp_path / wd, device="cpu", synthetic=True, **kw).train()
+
+    full = run("full")
+    part = run("part", max_iters=stop_at)
+    assert part["init_iters"] == min(stop_at, 6) and part["iters"] == max(stop_at - 6, 0)
+    resumed = run("part", resume=True)
+    assert resumed["final"] == full["final"] and resumed["init_iters"] == 6 and resumed["iters"] == 6
+    a = torch.load(tmp_path / "full/checkpoints/last.pth", weights_only=False)
+    b = torch.load(tmp_path / "part/checkpoints/last.pth", weights_only=False)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k in a["distill"]:
+        assert torch.equal(a["distill"][k], b["distill"][k]), k
+
+
+def test_missing_teacher_checkpoint_names_training_command(tiny_config, tmp_path):
+    cfg = load_config(tiny_config(extra="teacher = dict(model=dict(type='resnet8'), checkpoint='nope.pth', "
+                                        "config='configs/cifar100/teachers/resnet56.py')\n"
+                                        "distill = [dict(type='KD')]\n"))
+    with pytest.raises(FileNotFoundError) as err:
+        Trainer(cfg, tmp_path / "w", device="cpu", synthetic=False)
+    msg = str(err.value)
+    assert "nope.pth" in msg and "python tools/train.py configs/cifar100/teachers/resnet56.py" in msg
+    assert "work_dirs/cifar100/teachers/resnet56/checkpoints/best.pth" in msg
