@@ -125,9 +125,11 @@ class Trainer:
         self.distiller.teachers_to(self.device, fmt)
         self.model: nn.Module = self.distiller
         if self.world > 1:
-            self.model = DistributedDataParallel(
-                self.distiller, device_ids=[self.device.index] if on_cuda else None,
-                find_unused_parameters=bool(tcfg.get("find_unused_parameters", False)))
+            find_unused = tcfg.get("find_unused_parameters")
+            if find_unused is None:  # parts idle in the main stage (init-stage parts, frozen paraphrasers)
+                find_unused = bool(self.distiller.init_terms() or self.distiller.separate_parameters())
+            self.model = DistributedDataParallel(self.distiller, device_ids=[self.device.index] if on_cuda else None,
+                                                 find_unused_parameters=find_unused)
 
         # -- optimisation -----------------------------------------------------
         self.amp = tcfg.get("amp") or None
