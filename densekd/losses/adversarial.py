@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from densekd.losses._utils import as_list
+from densekd.losses._utils import as_list, check_maps
 from densekd.registry import LOSSES
 
 __all__ = ["HolisticKD"]  # Critic / SelfAttention2d: import from this module
@@ -209,14 +209,11 @@ class HolisticKD(nn.Module):
 
     def _prepare(self, student, teacher, image):
         s, t = self._single(student, "student"), self._single(teacher, "teacher")
+        check_maps(s, t, "HolisticKD", "score maps")
         for name, x in (("student", s), ("teacher", t)):
-            if not torch.is_tensor(x) or x.dim() != 4 or x.shape[1] != self.score_channels:
-                shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
+            if x.shape[1] != self.score_channels:
                 raise ValueError(f"HolisticKD: expected {name} score maps B x {self.score_channels} x H x W "
-                                 f"(the critic was built for {self.score_channels} classes), got {shape}")
-        if s.shape[0] != t.shape[0]:
-            raise ValueError(f"HolisticKD: student batch {tuple(s.shape)} and teacher batch {tuple(t.shape)} "
-                             f"differ")
+                                 f"(the critic was built for {self.score_channels} classes), got {tuple(x.shape)}")
         if s.shape[-2:] != t.shape[-2:]:
             s = F.interpolate(s, size=t.shape[-2:], mode="bilinear", align_corners=False)
         t = t.detach()

@@ -20,24 +20,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from densekd.distill.connectors import build_connector
-from densekd.losses._utils import as_list, check_same_length
+from densekd.losses._utils import as_list, check_maps, check_same_length
 from densekd.registry import LOSSES
 
 __all__ = ["PixelWiseKD", "PairWiseKD", "CWD"]
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-def _check_maps(s: torch.Tensor, t: torch.Tensor, who: str, what: str = "feature maps") -> None:
-    for name, x in (("student", s), ("teacher", t)):
-        if not torch.is_tensor(x) or x.dim() != 4:
-            shape = tuple(x.shape) if torch.is_tensor(x) else type(x).__name__
-            raise ValueError(f"{who}: expected {name} {what} of shape B x C x H x W, got {shape}; "
-                             f"tap a 4-D (convolutional) tensor for this loss")
-    if s.shape[0] != t.shape[0]:
-        raise ValueError(f"{who}: student batch {tuple(s.shape)} and teacher batch {tuple(t.shape)} differ; "
-                         f"feed the same images to both networks")
-
-
 def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Bilinear resize of ``B x C x H x W`` to ``size`` (align_corners=False); no-op when equal."""
     if tuple(x.shape[-2:]) == tuple(size):
@@ -96,7 +85,7 @@ class PixelWiseKD(nn.Module):
         self.ignore_index = int(ignore_index)
 
     def _one(self, s: torch.Tensor, t: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
-        _check_maps(s, t, "PixelWiseKD", "logits")
+        check_maps(s, t, "PixelWiseKD", "logits")
         if s.shape[1] != t.shape[1]:
             raise ValueError(f"PixelWiseKD: student logits {tuple(s.shape)} and teacher logits {tuple(t.shape)} "
                              f"have different class counts; tap the classifier outputs of both networks "
@@ -249,7 +238,7 @@ class PairWiseKD(nn.Module):
         return (f / norm).flatten(2)
 
     def _one(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        _check_maps(s, t, "PairWiseKD")
+        check_maps(s, t, "PairWiseKD")
         if self.grid is None and self.scale is not None and s.shape[-2:] != t.shape[-2:]:
             raise ValueError(f"PairWiseKD: student {tuple(s.shape)} and teacher {tuple(t.shape)} feature maps "
                              f"have different spatial sizes, so scale-based pooling gives different node grids; "
@@ -316,7 +305,7 @@ class CWD(nn.Module):
                 self.connectors.append(build_connector("conv", ss, ts) if ss[1] != ts[1] else nn.Identity())
 
     def _one(self, i: int, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        _check_maps(s, t, "CWD")
+        check_maps(s, t, "CWD")
         if i < len(self.connectors):
             s = self.connectors[i](s)
         if s.shape[1] != t.shape[1]:
