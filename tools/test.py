@@ -30,6 +30,11 @@ def main(argv=None) -> dict:
         fail(exc)
     text = json.dumps(metrics, indent=2)
     print(text)
+    from densekd.engine.evaluate import per_class_table
+
+    classes = per_class_table(metrics)
+    if classes:
+        print("\n" + classes)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")

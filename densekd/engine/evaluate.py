@@ -54,3 +54,13 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str, device: str = "auto") -> d
     loader = build_loader(val, int(data.get("val_batch_size", data.get("batch_size", 64))), shuffle=False,
                           seed=0, train=False, rank=dist.rank(), world_size=dist.world_size())
     return run_evaluation(model, task, loader, dev)
+
+
+def per_class_table(metrics: dict[str, float], prefix: str = "IoU/") -> str:
+    """Markdown table of the per-class entries (``IoU/road``...), or '' when there are none."""
+    rows = [(k[len(prefix):], v) for k, v in metrics.items() if k.startswith(prefix)]
+    if not rows:
+        return ""
+    lines = [f"| class | {prefix.rstrip('/')} (%) |", "|---|---|"]
+    lines += [f"| {name} | {value:.2f} |" for name, value in rows]
+    return "\n".join(lines) + "\n"

@@ -144,6 +144,8 @@ class Trainer:
         self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
         self.d_optimizers = {name: [m.build_d_optimizer() for m in mods]
                              for name, mods in self.distiller.adversarial_modules().items()}
+        self.d_base_lrs = {name: [[g["lr"] for g in o.param_groups] for o in opts]
+                           for name, opts in self.d_optimizers.items()}  # decayed by the student's schedule
         self.iters_per_epoch = len(self.train_loader)
         if tcfg.get("iters"):
             self.total_iters, self.by_epoch = int(tcfg["iters"]), False
@@ -316,10 +318,16 @@ class Trainer:
             for module, t, opt in zip(modules, ts, self.d_optimizers[name]):
                 for _ in range(int(getattr(module, "n_critic", 1))):
                     opt.zero_grad(set_to_none=True)
-                    d_loss = module.discriminator_loss(s, t, image)
-                    if not torch.isfinite(d_loss):
-                        raise NonFiniteLossError(f"Non-finite discriminator loss of term {name} at iteration "
-                                                 f"{self.iter + 1}: {d_loss.item()}")
+                    try:
+                        d_loss = module.discriminator_loss(s, t, image)
+                        if not torch.isfinite(d_loss):
+                            raise FloatingPointError(f"discriminator loss {d_loss.item()}")
+                    except FloatingPointError as exc:
+                        msg = f"Non-finite discriminator loss of term {name} at iteration {self.iter + 1}: {exc}."
+                        if self.skip_nonfinite:
+                            self.records.warning(msg + " Skipping this critic step (train.skip_nonfinite=True).")
+                            break
+                        raise NonFiniteLossError(msg) from exc
                     d_loss.backward()
                     self._average_grads(module.separate_parameters())
                     opt.step()
@@ -438,7 +446,11 @@ class Trainer:
         while self.iter < stop_at:
             batch = next(batches)
             self.distiller.epoch = self.iter / self.iters_per_epoch
-            lr = set_lr(self.optimizer, self.base_lrs, self.schedule.factor(self.iter))
+            factor = self.schedule.factor(self.iter)
+            lr = set_lr(self.optimizer, self.base_lrs, factor)
+            for name, opts in self.d_optimizers.items():
+                for opt, base in zip(opts, self.d_base_lrs[name]):
+                    set_lr(opt, base, factor)
             losses = self._train_step(batch)
             self.iter += 1
             if losses is not None:
