@@ -39,3 +39,15 @@ def test_tensorboard_scalars_written(tiny_config, tmp_path):
     acc.Reload()
     tags = acc.Tags()["scalars"]
     assert "train/loss" in tags and "val/top1" in tags
+
+
+def test_benchmark_reports_throughput_and_memory(tiny_config, tmp_path):
+    import json
+
+    out = subprocess.run([sys.executable, str(ROOT / "tools/benchmark.py"), str(tiny_config()), "--synthetic",
+                          "--iters", "3", "--warmup", "1", "--device", "cpu", "--out", str(tmp_path / "b.json")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert result["seconds_per_iter"] > 0 and result["images_per_second"] == pytest.approx(
+        8 / result["seconds_per_iter"], rel=0.01) and result["peak_memory_mb"] > 0

@@ -176,3 +176,23 @@ def test_calibrate_batchnorm_sets_exact_batch_statistics():
     means = torch.stack([f.mean((0, 2, 3)) for f in feats]).mean(0)
     assert torch.allclose(m[1].running_mean, means, atol=1e-5)
     assert not m.training and m[1].momentum == 0.1
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA paths (AMP, channels_last) need a GPU")
+@pytest.mark.parametrize("amp", ["bf16", "fp16"])
+def test_cuda_amp_and_channels_last(tiny_config, tmp_path, amp):
+    cfg = load_config(tiny_config(epochs=1), [f"train.amp={amp}", "train.channels_last=True"])
+    trainer = Trainer(cfg, tmp_path / amp, device="cuda", synthetic=True)
+    assert trainer.amp == amp and trainer.channels_last
+    assert trainer.student.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    summary = trainer.train()
+    assert summary["completed"] and math.isfinite(summary["final"]["top1"])
+    ckpt = torch.load(tmp_path / amp / "checkpoints/last.pth", weights_only=False)
+    assert bool(ckpt["scaler"]) == (amp == "fp16")  # the GradScaler state travels with fp16 runs
+
+
+def test_amp_on_cpu_falls_back_to_fp32_with_a_warning(tiny_config, tmp_path):
+    cfg = load_config(tiny_config(epochs=1), ["train.amp=bf16"])
+    trainer = Trainer(cfg, tmp_path / "w", device="cpu", synthetic=True)
+    assert trainer.amp is None
+    assert "applies on CUDA only" in (tmp_path / "w" / "train.log").read_text()
