@@ -131,3 +131,13 @@ def test_missing_teacher_checkpoint_names_training_command(tiny_config, tmp_path
     msg = str(err.value)
     assert "nope.pth" in msg and "python tools/train.py configs/cifar100/teachers/resnet56.py" in msg
     assert "work_dirs/cifar100/teachers/resnet56/checkpoints/best.pth" in msg
+
+
+def test_connectors_of_init_terms_train_in_the_init_stage():
+    s, t = models("wrn_40_1", "wrn_40_2")
+    d = Distiller(s, CLS, [t], [dict(type="FSP", student="feats[:-1]", teacher="feats[:-1]", init_only=True,
+                                     connector="conv")], probe=batch()["image"])
+    ids = {id(p) for p in d.init_parameters()}
+    assert all(id(p) in ids for p in d.connectors["FSP"].parameters())
+    sum(d.init_forward(batch()).values()).backward()
+    assert d.connectors["FSP"][1][0].weight.grad.abs().sum() > 0

@@ -263,6 +263,7 @@ class Distiller(nn.Module):
     def init_parameters(self) -> list[nn.Parameter]:
         """Parameters the initialisation stage trains: loss parts, plus the student where a term asks."""
         params = [p for t in self.init_terms() for m in self.term_modules(t) for p in m.init_parameters()]
+        params += [p for t in self.init_terms() if t.name in self.connectors for p in self.connectors[t.name].parameters()]
         if self.init_trains_student():
             params = list(self.student.parameters()) + params
         return list({id(p): p for p in params}.values())
