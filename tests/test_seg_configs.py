@@ -1,0 +1,195 @@
+"""Cityscapes segmentation configs: they load and validate, encode the published recipes, compose the
+teacher from its own config, and run end to end (synthetic smoke run, missing-teacher error)."""
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from densekd.config import load_config
+from densekd.engine.schema import validate
+from tests.conftest import ROOT
+
+CONFIGS = ROOT / "configs"
+SEG_CONFIGS = sorted(
+    [p for p in CONFIGS.glob("seg_*.py")]
+    + [p for p in (CONFIGS / "cityscapes").rglob("*.py") if "_base_" not in p.parts]
+)
+KD = CONFIGS / "seg_pspnet_kd.py"
+TRAIN = [sys.executable, str(ROOT / "tools" / "train.py")]
+SMALL = ["data.batch_size=2", "data.val.num_samples=4", "data.train.num_samples=8", "data.num_workers=0",
+         "data.train.image_size=(32,64)", "data.val.image_size=(32,64)"]
+
+
+def rel(path):
+    return str(path.relative_to(ROOT))
+
+
+def load(name):
+    return load_config(CONFIGS / name)
+
+
+def test_the_expected_configs_exist():
+    names = {rel(p) for p in SEG_CONFIGS}
+    for expected in ["configs/seg_pspnet_kd.py", "configs/cityscapes/pspnet_r101_teacher.py",
+                     "configs/cityscapes/pspnet_r18_baseline.py", "configs/cityscapes/pspnet_r18_pi.py",
+                     "configs/cityscapes/pspnet_r18_pi_pa.py", "configs/cityscapes/pspnet_r18_pi_pa_ho.py",
+                     "configs/cityscapes/pspnet_r18_cwd.py", "configs/cityscapes/cirkd/deeplabv3_r101_teacher.py",
+                     "configs/cityscapes/cirkd/deeplabv3_r18_baseline.py",
+                     "configs/cityscapes/cirkd/deeplabv3_r18_skd.py", "configs/cityscapes/cirkd/deeplabv3_r18_cwd.py",
+                     "configs/cityscapes/demo/teacher.py", "configs/cityscapes/demo/student_baseline.py",
+                     "configs/cityscapes/demo/student_skd.py"]:
+        assert expected in names
+
+
+@pytest.mark.parametrize("path", SEG_CONFIGS, ids=rel)
+def test_config_loads_validates_and_names_its_teacher(path):
+    cfg = load_config(path)
+    validate(cfg)
+    assert cfg["task"]["type"] == "segmentation" and cfg["task"]["num_classes"] == 19
+    assert cfg["model"]["type"] == "seg_model" and cfg["model"].get("num_classes", 19) == 19
+    assert cfg["train"]["iters"] > 0 and cfg["lr_schedule"]["type"] == "poly"
+    if not cfg.get("distill"):
+        assert "teacher" not in cfg
+        return
+    teacher = cfg["teacher"]
+    teacher_cfg_path = ROOT / teacher["config"]
+    assert teacher_cfg_path.is_file(), teacher["config"]
+    # default work dir of the teacher config: work_dirs/<path under configs/ without .py>
+    under = teacher["config"][len("configs/"):-len(".py")]
+    assert teacher["checkpoint"] == f"work_dirs/{under}/checkpoints/best.pth"
+    trained = load_config(teacher_cfg_path)
+    assert "distill" not in trained
+    expected = {k: v for k, v in trained["model"].items() if k != "pretrained"}
+    assert teacher["model"] == expected  # the teacher is the network its config trains
+
+
+def test_teacher_checkpoint_is_where_the_teacher_config_writes():
+    from densekd.engine.launch import default_work_dir
+
+    cfg = load("seg_pspnet_kd.py")
+    teacher_cfg = load_config(ROOT / cfg["teacher"]["config"])
+    assert str(default_work_dir(teacher_cfg, None) / "checkpoints" / "best.pth") == cfg["teacher"]["checkpoint"]
+
+
+def test_seg_pspnet_kd_is_the_reference_recipe():
+    cfg = load("seg_pspnet_kd.py")
+    assert cfg["model"]["arch"] == "PSPNet" and cfg["model"]["encoder"] == "resnet18" and cfg["model"]["aux_head"]
+    assert cfg["teacher"]["model"]["arch"] == "PSPNet" and cfg["teacher"]["model"]["encoder"] == "resnet101"
+    assert cfg["teacher"]["config"] == "configs/cityscapes/pspnet_r101_teacher.py"
+    assert cfg["task"]["aux_weight"] == 0.4 and cfg["task"]["ignore_index"] == 255
+    train = cfg["data"]["train"]
+    assert train["type"] == "Cityscapes" and tuple(train["crop_size"]) == (512, 512)
+    assert tuple(train["scale_range"]) == (0.5, 2.0) and train["flip"] is True
+    assert cfg["data"]["val"]["split"] == "val"
+    assert cfg["data"]["batch_size"] == 8 and cfg["train"]["iters"] == 40000
+    assert cfg["train"]["eval_interval"] == 4000
+    opt = cfg["optimizer"]
+    assert (opt["type"], opt["lr"], opt["momentum"], opt["weight_decay"]) == ("SGD", 0.01, 0.9, 5e-4)
+    assert cfg["lr_schedule"]["power"] == 0.9 and cfg["lr_schedule"]["by_epoch"] is False
+    terms = {t["type"]: t for t in cfg["distill"]}
+    assert list(terms) == ["PixelWiseKD", "PairWiseKD", "HolisticKD"]
+    # lambda_pi = 10 on the reference's per-image normalisation == 10 * batch on a per-pixel mean
+    assert terms["PixelWiseKD"]["weight"] == 10 * cfg["data"]["batch_size"]
+    assert terms["PairWiseKD"]["weight"] == 1.0 and terms["PairWiseKD"]["scale"] == 0.5
+    assert terms["PairWiseKD"]["student"] == "decoder"
+    assert terms["HolisticKD"]["weight"] == 0.1
+    assert terms["PixelWiseKD"]["student"] == terms["HolisticKD"]["student"] == "segmentation_head.0"
+
+
+def test_ablations_differ_from_the_full_recipe_only_in_their_terms():
+    full = load("seg_pspnet_kd.py")
+    rest = {k: v for k, v in full.items() if k != "distill"}
+    expect = {"pspnet_r18_pi.py": ["PixelWiseKD"], "pspnet_r18_pi_pa.py": ["PixelWiseKD", "PairWiseKD"],
+              "pspnet_r18_pi_pa_ho.py": ["PixelWiseKD", "PairWiseKD", "HolisticKD"], "pspnet_r18_cwd.py": ["CWD"]}
+    for name, types in expect.items():
+        cfg = load(f"cityscapes/{name}")
+        assert {k: v for k, v in cfg.items() if k != "distill"} == rest, name
+        assert [t["type"] for t in cfg["distill"]] == types, name
+        for t in cfg["distill"]:
+            if t["type"] in terms_of(full):
+                assert t == terms_of(full)[t["type"]], name
+    cwd = load("cityscapes/pspnet_r18_cwd.py")["distill"][0]
+    assert (cwd["T"], cwd["weight"], cwd["student"]) == (4.0, 3.0, "segmentation_head.0")
+    baseline = load("cityscapes/pspnet_r18_baseline.py")
+    assert {k: v for k, v in baseline.items()} == {k: v for k, v in rest.items() if k != "teacher"}
+    teacher = load("cityscapes/pspnet_r101_teacher.py")
+    assert teacher["model"]["encoder"] == "resnet101" and teacher["data"] == baseline["data"]
+
+
+def terms_of(cfg):
+    return {t["type"]: t for t in cfg["distill"]}
+
+
+def test_cirkd_setting():
+    for name in ["deeplabv3_r101_teacher", "deeplabv3_r18_baseline", "deeplabv3_r18_skd", "deeplabv3_r18_cwd"]:
+        cfg = load(f"cityscapes/cirkd/{name}.py")
+        assert tuple(cfg["data"]["train"]["crop_size"]) == (512, 1024), name
+        assert cfg["data"]["batch_size"] == 16 and cfg["optimizer"]["lr"] == 0.02, name
+        assert cfg["optimizer"]["weight_decay"] == 1e-4 and cfg["train"]["iters"] == 40000, name
+        assert cfg["model"]["arch"] == "DeepLabV3", name
+        assert cfg["model"]["encoder"] == ("resnet101" if "r101" in name else "resnet18"), name
+    skd = terms_of(load("cityscapes/cirkd/deeplabv3_r18_skd.py"))
+    assert skd["PixelWiseKD"]["weight"] == 1.0 and skd["PairWiseKD"]["weight"] == 10.0
+    assert tuple(skd["PairWiseKD"]["grid"]) == (512 // 8 // 2, 1024 // 8 // 2)  # 2x2 windows on 1/8 maps
+    cwd = load("cityscapes/cirkd/deeplabv3_r18_cwd.py")["distill"]
+    assert [(t["type"], t.get("T"), t["weight"]) for t in cwd] == [
+        ("PixelWiseKD", 1.0, 1.0), ("CWD", 4.0, 50.0), ("CWD", 4.0, 3.0)]
+
+
+@pytest.mark.parametrize("name", ["cityscapes/cirkd/deeplabv3_r18_skd.py", "cityscapes/cirkd/deeplabv3_r18_cwd.py",
+                                  "cityscapes/pspnet_r18_cwd.py"])
+def test_distiller_builds_for_the_other_kd_configs(name):
+    """Every tap of these configs exists and every term sizes itself on real feature shapes."""
+    import torch
+
+    from densekd.distill.distiller import Distiller
+    from densekd.engine.builder import build_model, build_task
+
+    torch.manual_seed(0)
+    cfg = load(name)
+    student, teacher = build_model(cfg["model"]), build_model(cfg["teacher"]["model"])
+    probe = torch.randn(2, 3, 64, 128)
+    d = Distiller(student, build_task(cfg), [teacher], cfg["distill"], probe=probe, num_classes=19)
+    batch = {"image": probe, "target": torch.randint(0, 19, (2, 64, 128))}
+    _, losses = d(batch)
+    assert {t.name for t in d.terms} <= set(losses)
+    assert all(math.isfinite(float(v.detach())) for v in losses.values())
+
+
+def test_seg_pspnet_kd_smoke_run_through_tools_train(tmp_path):
+    wd = tmp_path / "wd"
+    proc = subprocess.run(TRAIN + [str(KD), "--synthetic", "--max-iters", "2", "--device", "cpu",
+                                   "--work-dir", str(wd), "--cfg-options", *SMALL],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((wd / "summary.json").read_text())
+    assert summary["iters"] == 2 and summary["synthetic"] is True
+    assert summary["distill"] == ["PixelWiseKD", "PairWiseKD", "HolisticKD"]
+    assert 0.0 <= summary["final"]["mIoU"] <= 100.0 and "pixel_acc" in summary["final"]
+    logs = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+    step = [x for x in logs if "loss/PixelWiseKD" in x][-1]
+    for key in ("loss/seg", "loss/aux", "loss/PixelWiseKD", "loss/PairWiseKD", "loss/HolisticKD"):
+        assert math.isfinite(step[key]), key
+    assert "teacher" in proc.stdout + proc.stderr  # the missing teacher checkpoint is warned about
+    import torch
+
+    ckpt = torch.load(wd / "checkpoints" / "last.pth", weights_only=False)
+    assert any("HolisticKD.discriminator." in k for k in ckpt["distill"])
+    assert ckpt["d_optimizers"]["HolisticKD"]  # the critic's optimiser state is checkpointed
+
+
+def test_missing_teacher_checkpoint_names_the_command_that_trains_it(tmp_path):
+    from densekd.data.cityscapes import SyntheticCityscapes
+
+    data = tmp_path / "cityscapes"
+    SyntheticCityscapes.write_tree(str(data), "train", n=2, image_size=(32, 64))
+    SyntheticCityscapes.write_tree(str(data), "val", n=2, image_size=(32, 64))
+    proc = subprocess.run(TRAIN + [str(KD), "--data-root", str(data), "--device", "cpu",
+                                   "--work-dir", str(tmp_path / "wd"), "--cfg-options", "data.num_workers=0"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    assert "python tools/train.py configs/cityscapes/pspnet_r101_teacher.py" in proc.stderr
+    assert "work_dirs/cityscapes/pspnet_r101_teacher/checkpoints/best.pth" in proc.stderr

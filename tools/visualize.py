@@ -1,0 +1,119 @@
+#!/usr/bin/env python
+"""Draw segmentation results: one PNG per validation image, image | ground truth | teacher | student, in the
+Cityscapes palette (ignore pixels black).
+
+    python tools/visualize.py CONFIG CHECKPOINT [--teacher-checkpoint PATH] [--synthetic] [--data-root PATH]
+                              [--num N] [--out DIR] [--cfg-options k=v ...] [--device cpu|cuda]
+
+CHECKPOINT holds the student (the config's ``model``): a densekd checkpoint (best.pth / last.pth) or a plain
+state dict. The teacher column appears when the config has a teacher and its checkpoint can be loaded
+(``teacher.checkpoint`` or ``--teacher-checkpoint``); otherwise it is left out with a note. Predictions use the
+config's inference (``task.mode`` whole / slide, scales, flip). Default ``--out``: ``vis/`` next to the
+checkpoint's ``checkpoints/`` folder (the run's work dir). Also writes ``legend.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from densekd.engine.launch import USER_ERRORS, add_config_args, default_work_dir, fail, prepare  # noqa: E402
+
+
+def _out_dir(args, cfg) -> Path:
+    if args.out:
+        return Path(args.out)
+    ckpt = Path(args.checkpoint)
+    if ckpt.parent.name == "checkpoints":
+        return ckpt.parent.parent / "vis"
+    return default_work_dir(cfg, None) / "vis"
+
+
+def _sample_name(dataset, index: int) -> str:
+    images = getattr(dataset, "images", None)
+    if images is not None:
+        return Path(images[index]).name.replace("_leftImg8bit.png", "")
+    return f"sample{index:04d}"
+
+
+def visualize(cfg, checkpoint: str, out_dir: Path, num: int = 4, teacher_checkpoint: str | None = None,
+              device: str = "auto") -> list[Path]:
+    """Write ``num`` figures (and ``legend.png``) to ``out_dir``; returns the figure paths."""
+    import torch
+
+    from densekd.engine import distributed as dist
+    from densekd.engine.builder import build_datasets, build_model, build_task, teacher_configs
+    from densekd.engine.checkpoint import load_weights
+    from densekd.engine.visualize import figure, legend, predict_labels, save_png
+
+    if num < 1:
+        raise ValueError(f"--num must be >= 1; got {num}")
+    dev = dist.setup(device)
+    task = build_task(cfg)
+    _, val = build_datasets(cfg)
+    if val is None:
+        raise ValueError("the config has no data.val dataset to draw")
+    if not Path(checkpoint).is_file():
+        raise FileNotFoundError(f"student checkpoint not found: {checkpoint}")
+    student = build_model(cfg["model"])
+    load_weights(student, checkpoint, what="student")
+    models = {}
+
+    tcfgs = teacher_configs(cfg)
+    if teacher_checkpoint is not None and not tcfgs:
+        raise ValueError("--teacher-checkpoint was given but the config defines no `teacher` (its model is "
+                         "needed to load the weights); use a distillation config")
+    if tcfgs:
+        path = teacher_checkpoint or tcfgs[0].get("checkpoint")
+        if teacher_checkpoint is not None and not Path(teacher_checkpoint).is_file():
+            raise FileNotFoundError(f"--teacher-checkpoint not found: {teacher_checkpoint}")
+        if path and Path(path).is_file():
+            teacher = build_model(tcfgs[0]["model"], where="teacher model")
+            load_weights(teacher, path, what="teacher")
+            models["teacher"] = teacher
+        else:
+            print(f"note: teacher column left out: checkpoint {path!r} not found (pass --teacher-checkpoint PATH)")
+    models["student"] = student
+    for m in models.values():
+        m.to(dev).eval()
+
+    mean = cfg["data"]["val"].get("mean", None)
+    std = cfg["data"]["val"].get("std", None)
+    norm = {k: v for k, v in (("mean", mean), ("std", std)) if v is not None}
+    out_dir = Path(out_dir)
+    paths = []
+    for i in range(min(num, len(val))):
+        sample = val[i]
+        image = sample["image"]
+        target = sample["target"].numpy()
+        preds = {name: predict_labels(task, m, image[None])[0] for name, m in models.items()}
+        panels = [image, target] + list(preds.values())
+        titles = ["image", "ground truth"] + list(preds)
+        paths.append(save_png(out_dir / f"{i:03d}_{_sample_name(val, i)}.png", figure(panels, titles, **norm)))
+    save_png(out_dir / "legend.png", legend())
+    return paths
+
+
+def main(argv=None) -> list[Path]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_args(parser)
+    parser.add_argument("checkpoint", help="student weights: a densekd checkpoint or a plain state dict")
+    parser.add_argument("--teacher-checkpoint", default=None, help="teacher weights (default: teacher.checkpoint)")
+    parser.add_argument("--num", type=int, default=4, help="number of validation images to draw (default 4)")
+    parser.add_argument("--out", default=None, help="output folder (default: WORK_DIR/vis)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = prepare(args)
+        paths = visualize(cfg, args.checkpoint, _out_dir(args, cfg), num=args.num,
+                          teacher_checkpoint=args.teacher_checkpoint, device=args.device)
+    except USER_ERRORS as exc:
+        fail(exc)
+    for p in paths:
+        print(p)
+    return paths
+
+
+if __name__ == "__main__":
+    main()
