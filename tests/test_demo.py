@@ -1,0 +1,48 @@
+"""tools/demo.py --quick: the whole demo pipeline (teacher, baseline, distilled student, table, pictures)."""
+import json
+import math
+import re
+import subprocess
+import sys
+
+from tests.conftest import ROOT
+
+
+def test_demo_quick_writes_table_results_and_pictures(tmp_path):
+    wd = tmp_path / "demo"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "--quick", "--work-dir", str(wd),
+                           "--threads", "1", "--pictures", "2"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((wd / "results.json").read_text())
+    assert [r["stage"] for r in results["rows"]] == ["teacher", "baseline", "skd"]
+    for row in results["rows"]:
+        assert 0.0 <= row["mIoU"] <= 100.0 and 0.0 <= row["pixel_acc"] <= 100.0, row
+        assert row["iters"] == 3 and row["params_M"] > 0
+    base, skd = results["rows"][1], results["rows"][2]
+    assert math.isclose(results["kd_gain_mIoU"], skd["mIoU"] - base["mIoU"], abs_tol=1e-3)
+    assert results["quick"] is True and results["threads"] == 1
+
+    # each stage is a real training run with the standard work-dir artifacts
+    for stage in ("teacher", "baseline", "skd"):
+        assert (wd / stage / "checkpoints" / "best.pth").is_file()
+        summary = json.loads((wd / stage / "summary.json").read_text())
+        assert summary["final"]["mIoU"] == next(r["mIoU"] for r in results["rows"] if r["stage"] == stage)
+    assert json.loads((wd / "skd" / "summary.json").read_text())["distill"] == [
+        "PixelWiseKD", "PairWiseKD", "HolisticKD"]
+    assert json.loads((wd / "baseline" / "summary.json").read_text())["distill"] == []
+    # the distilled student loaded the teacher trained in the first stage (no warning about a missing one)
+    assert "checkpoint not found" not in (wd / "skd" / "train.log").read_text()
+
+    md = (wd / "results.md").read_text()
+    assert "| model | mIoU (%) | pixel acc (%)" in md
+    for row in results["rows"]:
+        assert f"{row['mIoU']:.2f}" in md
+    # the table is printed too
+    assert re.search(r"\| Student \+ structured KD.*\|\s*[\d.]+\s*\|", proc.stdout)
+    pics = sorted((wd / "pictures").glob("val_*.png"))
+    assert len(pics) == 2 and (wd / "pictures" / "legend.png").is_file()
+    import cv2
+
+    img = cv2.imread(str(pics[0]))
+    assert img.shape[1] == 5 * 128 + 4 * 2  # image | ground truth | teacher | baseline | distilled
