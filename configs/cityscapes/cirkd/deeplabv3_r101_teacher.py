@@ -1,10 +1,4 @@
 # Teacher of CIRKD's Cityscapes benchmark: DeepLabV3-ResNet101, 40k iterations of batch 16, 512 x 1024 crops,
 # SGD lr 0.02 poly 0.9, weight decay 1e-4 (CIRKD: 78.07 mIoU).
 #   python tools/train.py configs/cityscapes/cirkd/deeplabv3_r101_teacher.py --data-root data/cityscapes
-_base_ = [
-    '../../_base_/default_runtime.py',
-    '../../_base_/datasets/cityscapes.py',
-    '../../_base_/schedules/seg_40k_cirkd.py',
-    '../../_base_/models/deeplabv3_r101.py',
-]
-data = dict(train=dict(crop_size=(512, 1024)))
+_base_ = ['../../_base_/cityscapes_cirkd.py', '../../_base_/models/deeplabv3_r101.py']

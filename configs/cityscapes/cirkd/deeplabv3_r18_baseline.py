@@ -1,9 +1,3 @@
 # Student baseline of CIRKD's Cityscapes benchmark: DeepLabV3-ResNet18 alone, 40k iterations of batch 16,
 # 512 x 1024 crops, SGD lr 0.02 poly 0.9, weight decay 1e-4 (CIRKD: 74.21 mIoU from ImageNet weights).
-_base_ = [
-    '../../_base_/default_runtime.py',
-    '../../_base_/datasets/cityscapes.py',
-    '../../_base_/schedules/seg_40k_cirkd.py',
-    '../../_base_/models/deeplabv3_r18.py',
-]
-data = dict(train=dict(crop_size=(512, 1024)))
+_base_ = ['../../_base_/cityscapes_cirkd.py', '../../_base_/models/deeplabv3_r18.py']
