@@ -91,6 +91,23 @@ def test_registry_build_and_defaults():
     assert psp.size_divisor == 8 and psp.encoder._depth == 5  # dilated, all stages (paper recipe)
 
 
+def test_pspnet_output_stride_4_dilates_the_stride_8_stage():
+    torch.manual_seed(0)
+    os8 = seg_model(arch="PSPNet", encoder="resnet18", num_classes=3, encoder_depth=3, output_stride=8)
+    os4 = seg_model(arch="PSPNet", encoder="resnet18", num_classes=3, encoder_depth=3, output_stride=4)
+    assert os4.size_divisor == 4 and os8.size_divisor == 8
+    # same weights, only strides -> dilation: layer2's first conv and shortcut have stride 1, its 3x3s dilation 2
+    assert os4.encoder.layer2[0].conv1.stride == (1, 1) and os4.encoder.layer2[0].downsample[0].stride == (1, 1)
+    assert os4.encoder.layer2[1].conv2.dilation == (2, 2) and os4.encoder.layer1[0].conv1.dilation == (1, 1)
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        assert os4.eval().decoder(os4.encoder(x)).shape[-2:] == (16, 24)
+        assert os8.eval().decoder(os8.encoder(x)).shape[-2:] == (8, 12)
+        assert os4(x).shape == (2, 3, 64, 96)
+    with pytest.raises(ValueError, match="ResNet encoders only"):
+        seg_model(arch="PSPNet", encoder="mobilenet_v2", encoder_depth=3, output_stride=4)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="Unknown segmentation arch"):
         seg_model(arch="SegFormer")
@@ -121,6 +138,23 @@ def test_pretrained_encoder_only_torchvision_state(tmp_path):
         seg_model(arch="PSPNet", encoder="resnet18", pretrained=str(tmp_path / "r34.pth"))
 
 
+def test_stages_beyond_encoder_depth_are_dropped(tmp_path):
+    model = seg_model(arch="PSPNet", encoder="resnet18", num_classes=3, encoder_depth=3, psp_out_channels=16)
+    assert model.pruned_stages == ("layer3", "layer4")
+    assert not hasattr(model.encoder, "layer3") and not hasattr(model.encoder, "layer4")
+    tv = torchvision.models.resnet18(num_classes=1000)
+    used = sum(p.numel() for name, p in tv.named_parameters() if name.split(".")[0] in {"conv1", "bn1", "layer1",
+                                                                                         "layer2"})
+    head = sum(p.numel() for m in (model.decoder, model.segmentation_head) for p in m.parameters())
+    assert sum(p.numel() for p in model.parameters()) == used + head
+    # a full torchvision ResNet-18 still loads: the weights of the dropped stages are skipped
+    torch.save(tv.state_dict(), tmp_path / "r18.pth")
+    loaded = seg_model(arch="PSPNet", encoder="resnet18", num_classes=3, encoder_depth=3,
+                       pretrained=str(tmp_path / "r18.pth"))
+    assert torch.equal(loaded.encoder.layer2[1].conv2.weight, tv.layer2[1].conv2.weight)
+    assert loaded(torch.randn(1, 3, 32, 32)).shape == (1, 3, 32, 32)
+
+
 def test_pretrained_full_model_in_checkpoint_wrapper(tmp_path):
     torch.manual_seed(2)
     src = seg_model(arch="FPN", encoder="resnet18", num_classes=3).eval()
@@ -134,3 +168,20 @@ def test_pretrained_full_model_in_checkpoint_wrapper(tmp_path):
         assert torch.allclose(src(x), dst(x))
     with pytest.raises(ValueError, match="does not match"):
         seg_model(arch="FPN", encoder="resnet18", num_classes=5, pretrained=str(tmp_path / "ckpt.pth"))
+
+
+def test_checkpoint_with_the_unused_stages_still_loads(tmp_path):
+    from densekd.engine.checkpoint import load_weights
+
+    torch.manual_seed(3)
+    model = seg_model(arch="PSPNet", encoder="resnet18", num_classes=3, encoder_depth=3, psp_out_channels=16)
+    state = dict(model.state_dict())
+    state["encoder.layer3.0.conv1.weight"] = torch.zeros(256, 128, 3, 3)  # as smp kept it before pruning
+    torch.save({"model": state}, tmp_path / "old.pth")
+    fresh = seg_model(arch="PSPNet", encoder="resnet18", num_classes=3, encoder_depth=3, psp_out_channels=16)
+    load_weights(fresh, tmp_path / "old.pth")
+    assert torch.equal(fresh.encoder.layer2[0].conv1.weight, model.encoder.layer2[0].conv1.weight)
+    state["decoder.bogus"] = torch.zeros(1)
+    torch.save({"model": state}, tmp_path / "bad.pth")
+    with pytest.raises(RuntimeError, match="decoder.bogus"):
+        load_weights(fresh, tmp_path / "bad.pth")

@@ -39,6 +39,7 @@ ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "Unet": dict(),
 }
 
+_RESNET_LAYERS = ("layer1", "layer2", "layer3", "layer4")  # encoder stages 2..5
 _RESNET_STAGES = ["encoder.relu", "encoder.layer1", "encoder.layer2", "encoder.layer3", "encoder.layer4"]
 # pre-activation of each stage output: the input of the last ReLU call (after the residual addition)
 _RESNET_PREACTS = ["encoder.relu:input", "encoder.layer1.-1.relu:input", "encoder.layer2.-1.relu:input",
@@ -85,9 +86,17 @@ class SegModel(nn.Module):
             if key in arch_kwargs:
                 raise ValueError(f"pass {'num_classes' if key == 'classes' else 'encoder'}=... instead of {key}=...")
         kwargs = {**ARCH_DEFAULTS[arch], **arch_kwargs}
+        # smp dilates to output stride 8 or 16 only; 4 (small inputs, e.g. the synthetic demo frames) is done
+        # here on the undilated encoder.
+        stride4 = arch == "PSPNet" and kwargs.get("output_stride") == 4
+        if stride4:
+            kwargs.pop("output_stride")
         if arch == "PSPNet" and "upsampling" not in kwargs:
-            kwargs["upsampling"] = min(int(kwargs.get("output_stride", 32)), 2 ** int(kwargs.get("encoder_depth", 3)))
+            kwargs["upsampling"] = min(4 if stride4 else int(kwargs.get("output_stride", 32)),
+                                       2 ** int(kwargs.get("encoder_depth", 3)))
         net = ARCHS[arch](encoder_name=encoder, encoder_weights=None, classes=num_classes, **kwargs)
+        if stride4:
+            dilate_encoder(net.encoder, 4)
         self.arch, self.encoder_name, self.num_classes = arch, encoder, num_classes
         self.encoder = net.encoder
         self.decoder = net.decoder
@@ -96,6 +105,13 @@ class SegModel(nn.Module):
             if isinstance(m, (nn.ReLU, nn.ReLU6)):
                 m.inplace = False
         depth = self.encoder._depth
+        # smp keeps the stages beyond encoder_depth (never run); drop them so that parameter counts, optimiser
+        # state and checkpoints hold only what the network uses. load_pretrained skips their weights.
+        self.pruned_stages = tuple(_RESNET_LAYERS[max(depth - 1, 0):]) if encoder.startswith("res") else ()
+        for name in self.pruned_stages:
+            delattr(self.encoder, name)
+        if self.pruned_stages:  # checkpoints written while smp's unused stages were kept still load
+            self._register_load_state_dict_pre_hook(self._skip_pruned_stages)
         self.size_divisor = int(self.encoder.output_stride)
         stages = (_MOBILENET_STAGES if encoder.startswith("mobilenet") else _RESNET_STAGES)[:depth]
         self.feature_taps = {"feats": stages + ["decoder"]}
@@ -111,6 +127,11 @@ class SegModel(nn.Module):
                 nn.Dropout2d(0.1), nn.Conv2d(256, num_classes, 1))
         if pretrained is not None:
             load_pretrained(self, pretrained)
+
+    def _skip_pruned_stages(self, state_dict, prefix, *args):
+        stale = tuple(f"{prefix}encoder.{name}." for name in self.pruned_stages)
+        for key in [k for k in state_dict if k.startswith(stale)]:
+            del state_dict[key]
 
     def forward(self, x: torch.Tensor):
         if x.dim() != 4:
@@ -130,6 +151,19 @@ class SegModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"arch={self.arch}, encoder={self.encoder_name}, num_classes={self.num_classes}"
+
+
+def dilate_encoder(encoder: nn.Module, output_stride: int) -> None:
+    """Replace the strides of every ResNet stage deeper than ``output_stride`` by dilation (rate = the stage's
+    stride / ``output_stride``), as smp's ``make_dilated`` does -- which allows only 8 and 16."""
+    stages = {8: "layer2", 16: "layer3", 32: "layer4"}
+    if not all(hasattr(encoder, name) for name in stages.values()):
+        raise ValueError(f"output_stride={output_stride} is supported for ResNet encoders only (smp dilates other "
+                         f"encoders to 8 or 16)")
+    for stage_stride, name in stages.items():
+        if stage_stride > output_stride:
+            smp.encoders._utils.replace_strides_with_dilation(getattr(encoder, name), stage_stride // output_stride)
+    encoder._output_stride = output_stride
 
 
 def _to_size(t: torch.Tensor, size) -> torch.Tensor:
@@ -162,6 +196,8 @@ def load_pretrained(model: SegModel, path: str) -> str:
         raise ValueError(f"{path!r} does not hold a state dict (name -> tensor)")
     state = _strip(dict(obj), "module.")
     if any(k.startswith(("encoder.", "decoder.", "segmentation_head.")) for k in state):
+        state = {k: v for k, v in state.items()
+                 if not k.startswith(tuple(f"encoder.{name}." for name in model.pruned_stages))}
         own = model.state_dict()
         missing = [k for k in own if k not in state and not k.startswith("aux_head.")]
         unexpected = [k for k in state if k not in own and not k.startswith(("aux_head.", "classification_head."))]
@@ -172,7 +208,8 @@ def load_pretrained(model: SegModel, path: str) -> str:
                              f"shape mismatch {mismatched[:5]}")
         model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
         return "full"
-    state = {k: v for k, v in state.items() if not k.startswith(("fc.", "classifier."))}
+    dropped = ("fc.", "classifier.") + tuple(f"{name}." for name in model.pruned_stages)
+    state = {k: v for k, v in state.items() if not k.startswith(dropped)}
     own = model.encoder.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -189,6 +226,7 @@ def seg_model(arch: str = "PSPNet", encoder: str = "resnet18", num_classes: int 
               pretrained: str | None = None, **arch_kwargs: Any) -> SegModel:
     """Build a :class:`SegModel` (see there). ``arch_kwargs`` go to the smp architecture (e.g.
     ``encoder_depth``, ``encoder_output_stride`` for DeepLab, ``output_stride`` / ``upsampling`` /
-    ``psp_out_channels`` for PSPNet, ``decoder_channels``, ``in_channels``)."""
+    ``psp_out_channels`` for PSPNet, ``decoder_channels``, ``in_channels``). PSPNet's ``output_stride`` may be
+    4, 8 or 16 (4 -- for small inputs -- dilates from the stride-8 stage on; ResNet encoders only)."""
     return SegModel(arch=arch, encoder=encoder, num_classes=num_classes, aux_head=aux_head, pretrained=pretrained,
                     **arch_kwargs)
