@@ -54,6 +54,39 @@ def test_synthetic_is_deterministic_per_split_and_index_not_global_rng():
     assert np.array_equal(SyntheticCityscapes(split="train", num_samples=10).render(3)[0], img_a)
 
 
+def test_synthetic_label_noise_relabels_whole_objects_as_lookalikes():
+    from densekd.data.cityscapes import _LOOKALIKES, _draw_scene, _sample_seed
+
+    clean = SyntheticCityscapes(split="train", num_samples=60, augment=False)
+    noisy = SyntheticCityscapes(split="train", num_samples=60, augment=False, label_noise=0.3)
+    objects = flipped = 0
+    for i in range(60):
+        img_c, lab_c = clean.render(i)
+        img_n, lab_n = noisy.render(i)
+        assert np.array_equal(img_c, img_n)  # the image is untouched, only the annotation changes
+        _, _, inst = _draw_scene(np.random.default_rng(_sample_seed("train", i)), 64, 128)
+        changed = lab_c != lab_n
+        for c_old, c_new in set(zip(lab_c[changed].tolist(), lab_n[changed].tolist())):
+            assert c_new in _LOOKALIKES[c_old]
+        for iid in np.unique(inst):
+            m = inst == iid
+            cls = int(lab_c[m][0])
+            if cls not in _LOOKALIKES:
+                assert not changed[m].any()
+                continue
+            objects += 1
+            flipped += int(changed[m].any())
+            assert changed[m].all() or not changed[m].any()  # whole objects, never parts
+    assert objects > 500 and abs(flipped / objects - 0.3) < 0.05
+    # deterministic per (split, index), independent of the global RNG
+    np.random.seed(1)
+    first = noisy.render(5)[1]
+    np.random.seed(2)
+    assert np.array_equal(first, noisy.render(5)[1])
+    with pytest.raises(ValueError, match="label_noise"):
+        SyntheticCityscapes(label_noise=0.5)
+
+
 def test_synthetic_sizes_and_sample_format():
     assert len(SyntheticCityscapes(split="train")) == 200
     assert len(SyntheticCityscapes(split="val")) == 50

@@ -340,8 +340,8 @@ class _Canvas:
         return iid
 
 
-def _draw_scene(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """One street scene: (H x W x 3 uint8 image, H x W uint8 train ids with 255 ignore)."""
+def _draw_scene(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One street scene: (H x W x 3 uint8 image, H x W uint8 train ids with 255 ignore, H x W instance ids)."""
     cv = _Canvas(rng, h, w)
     u = rng.uniform
     horizon = int(h * u(0.42, 0.56))
@@ -497,7 +497,7 @@ def _draw_scene(rng: np.random.Generator, h: int, w: int) -> tuple[np.ndarray, n
     ny, nx = int(rng.integers(0, h)), int(rng.integers(0, w))
     img += bank_noise[ny:ny + h, nx:nx + w]
     np.clip(img, 0, 255, out=img)
-    return img.astype(np.uint8), cv.label
+    return img.astype(np.uint8), cv.label, cv.inst
 
 
 def _person(cv: _Canvas, yb: float, cx: float, ph: float, pw: float, cls: int) -> None:
@@ -509,6 +509,30 @@ def _person(cv: _Canvas, yb: float, cx: float, ph: float, pw: float, cls: int) -
     cv.rect(yb - ph * 0.35, yb, cx + pw / 2 - max(pw * 0.4, 1), cx + pw / 2, cls, iid, shade=0.6)
     head = cv.new(cls, jitter=15, color=(225, 180, 150))
     cv.rect(top, top + ph * 0.2 + 1, cx - pw * 0.3, cx + pw * 0.3 + 1, cls, head)
+
+
+# Look-alike classes an annotator confuses (label_noise): each object of a key class is, with probability
+# label_noise, labelled as one of its look-alikes (chosen uniformly). Road / sidewalk / sky / pole are not
+# confused (they are one large region each, or too thin to misjudge).
+_LOOKALIKES = {2: (3,), 3: (2, 4), 4: (3,), 6: (7,), 7: (6,), 8: (9,), 9: (8,), 11: (12,), 12: (11,),
+               13: (14,), 14: (13, 15), 15: (14, 16), 16: (15,), 17: (18,), 18: (17,)}
+
+
+def _annotation_noise(label: np.ndarray, inst: np.ndarray, p: float, rng: np.random.Generator) -> np.ndarray:
+    """Relabel whole objects as their look-alikes with probability ``p`` each (see ``_LOOKALIKES``)."""
+    out = label.copy()
+    ids = np.unique(inst)
+    flips = rng.random(len(ids)) < p
+    picks = rng.random(len(ids))
+    for iid, flip, pick in zip(ids, flips, picks):
+        if not flip:
+            continue
+        m = inst == iid
+        cls = int(label[m][0])
+        alts = _LOOKALIKES.get(cls)
+        if alts:
+            out[m & (label == cls)] = alts[int(pick * len(alts))]
+    return out
 
 
 def _sample_seed(split: str, index: int) -> int:
@@ -531,7 +555,11 @@ class SyntheticCityscapes(Dataset):
     (64 x 128 default) for evaluation, ``min(crop_size, image_size)`` for training with augmentation.
 
     Args: as :class:`Cityscapes` (``root`` is accepted and ignored, so a config's dataset dict can be
-    re-typed), plus ``num_samples`` (default 200 for train, 50 otherwise) and ``image_size``.
+    re-typed), plus ``num_samples`` (default 200 for train, 50 otherwise), ``image_size`` and ``label_noise``
+    (default 0: exact labels). ``label_noise=p`` imitates annotator confusions: every object of a class with a
+    look-alike (building/wall/fence, vegetation/terrain, traffic light/sign, person/rider, car/truck/bus/train,
+    motorcycle/bicycle) is labelled as a look-alike with probability ``p``, whole objects at a time, from an RNG
+    seeded by (split, index); the image is unchanged. The demo sets it on its training split only.
     """
 
     CLASSES = CLASSES
@@ -544,9 +572,14 @@ class SyntheticCityscapes(Dataset):
                  image_size: Sequence[int] | int = (64, 128), crop_size: Sequence[int] | int | None = (512, 1024),
                  scale_range: Sequence[float] | None = (0.5, 2.0), flip: bool = True, photometric: bool = False,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 ignore_index: int = IGNORE, augment: bool | None = None):
+                 ignore_index: int = IGNORE, augment: bool | None = None, label_noise: float = 0.0):
         self.root = root
         self.split = split
+        if not 0.0 <= float(label_noise) < 0.5:
+            raise ValueError(f"label_noise is the probability that an object is labelled as its look-alike; it must "
+                             f"be in [0, 0.5) (at 0.5 the true class is no longer the most likely label); got "
+                             f"{label_noise!r}")
+        self.label_noise = float(label_noise)
         if isinstance(image_size, int):
             image_size = (image_size, image_size)
         self.image_size = tuple(int(s) for s in image_size)
@@ -576,7 +609,10 @@ class SyntheticCityscapes(Dataset):
         if not 0 <= index < self.num_samples:
             raise IndexError(f"SyntheticCityscapes index {index} out of range for {self.num_samples} samples")
         rng = np.random.default_rng(_sample_seed(self.split, index))
-        image, label = _draw_scene(rng, *self.image_size)
+        image, label, inst = _draw_scene(rng, *self.image_size)
+        if self.label_noise > 0:
+            label = _annotation_noise(label, inst, self.label_noise,
+                                      np.random.default_rng(_sample_seed(self.split + "/noise", index)))
         if self.ignore_index != IGNORE:
             label = np.where(label == IGNORE, self.ignore_index, label).astype(np.uint8)
         return image, label
