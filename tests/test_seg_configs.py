@@ -139,7 +139,7 @@ def test_cirkd_setting():
 
 
 @pytest.mark.parametrize("name", ["cityscapes/cirkd/deeplabv3_r18_skd.py", "cityscapes/cirkd/deeplabv3_r18_cwd.py",
-                                  "cityscapes/pspnet_r18_cwd.py"])
+                                  "cityscapes/pspnet_r18_cwd.py", "cityscapes/demo/student_skd.py"])
 def test_distiller_builds_for_the_other_kd_configs(name):
     """Every tap of these configs exists and every term sizes itself on real feature shapes."""
     import torch
@@ -193,3 +193,15 @@ def test_missing_teacher_checkpoint_names_the_command_that_trains_it(tmp_path):
     assert "Traceback" not in proc.stderr
     assert "python tools/train.py configs/cityscapes/pspnet_r101_teacher.py" in proc.stderr
     assert "work_dirs/cityscapes/pspnet_r101_teacher/checkpoints/best.pth" in proc.stderr
+
+
+def test_demo_student_runs_differ_only_by_distillation_and_noise_is_training_only():
+    teacher, base, skd = (load(f"cityscapes/demo/{n}.py") for n in ("teacher", "student_baseline", "student_skd"))
+    for key in ("model", "data", "train", "optimizer", "lr_schedule", "seed"):
+        assert skd[key] == base[key], key
+    assert not base.get("distill")
+    assert teacher["model"]["output_stride"] == 4 and base["model"]["output_stride"] == 8
+    assert teacher["train"]["iters"] > base["train"]["iters"]
+    assert base["data"]["train"]["label_noise"] == 0.3
+    assert base["data"]["val"].get("label_noise", 0.0) == 0.0  # evaluation against exact labels
+    assert skd["teacher"]["model"] == teacher["model"]
