@@ -141,3 +141,40 @@ def test_connectors_of_init_terms_train_in_the_init_stage():
     assert all(id(p) in ids for p in d.connectors["FSP"].parameters())
     sum(d.init_forward(batch()).values()).backward()
     assert d.connectors["FSP"][1][0].weight.grad.abs().sum() > 0
+
+
+def test_teacher_free_term_runs_without_teachers_and_equals_the_loss_on_the_student_logits():
+    from densekd.losses.logits import LabelSmoothingKD
+
+    s, _ = models()
+    b = batch()
+    d = Distiller(s, CLS, [], [dict(type="LabelSmoothingKD", weight=0.1)], task_weight=0.9, probe=b["image"])
+    assert d.terms[0].teacher_ids == [] and d.teachers == []
+    logits, losses = d(b)
+    # the authors' Tf-KD_reg: KL(virtual teacher || student) averaged over B*C elements, x multiplier 100
+    c = logits.shape[1]
+    p_virtual = torch.full_like(logits, 0.01 / (c - 1)).scatter(1, b["target"][:, None], 0.99)
+    p_t = F.softmax(p_virtual / 20.0, dim=1)
+    expected = 100.0 * (p_t * (p_t.log() - F.log_softmax(logits, 1))).mean()
+    assert torch.allclose(losses["LabelSmoothingKD"], 0.1 * expected, rtol=1e-5)
+    assert torch.allclose(losses["LabelSmoothingKD"], 0.1 * LabelSmoothingKD()(logits, None, target=b["target"]))
+    assert torch.allclose(losses["cls"], 0.9 * F.cross_entropy(logits, b["target"]))
+    losses["LabelSmoothingKD"].backward()
+    assert all(p.grad is not None for p in s.fc.parameters())
+    # teacher-only keys make no sense for it
+    with pytest.raises(ValueError, match="uses no teacher network"):
+        Distiller(s, CLS, [], [dict(type="TfKD", teacher="output")], probe=b["image"])
+
+
+def test_teacher_free_config_trains_without_a_teacher_section(tmp_path):
+    from densekd.engine.builder import use_synthetic
+
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "configs/cifar100/teacher_free/resnet8x4_tfkd.py",
+                      ["data.batch_size=8", "data.val_batch_size=16", "data.num_workers=0", "train.log_interval=1",
+                       "data.train.num_samples=16", "data.val.num_samples=16"])
+    assert "teacher" not in cfg and cfg["task_weight"] == 0.9
+    use_synthetic(cfg)
+    summary = Trainer(cfg, tmp_path, device="cpu", synthetic=True, max_iters=2).train()
+    assert summary["iters"] == 2 and summary["distill"] == ["LabelSmoothingKD"]

@@ -93,10 +93,12 @@ class Distiller(nn.Module):
     def _parse(self, i: int, cfg: dict) -> Term:
         if "type" not in cfg:
             raise ValueError(f"distill[{i}] = {cfg!r} has no 'type'")
+        name = cfg.get("name") or cfg["type"]
+        if getattr(LOSSES.get(cfg["type"]), "teacher_free", False):
+            return self._parse_teacher_free(i, name, cfg)
         if not self._teachers:
             raise ValueError(f"distill[{i}] ({cfg['type']}) needs a teacher, but the config defines no "
                              f"`teacher` (or `teachers`)")
-        name = cfg.get("name") or cfg["type"]
         chosen = cfg.get("teachers", 0)
         ids = list(range(len(self._teachers))) if chosen == "all" else ([chosen] if isinstance(chosen, int) else list(chosen))
         for t in ids:
@@ -122,6 +124,19 @@ class Distiller(nn.Module):
         return Term(name, float(cfg.get("weight", 1.0)), s_paths, t_paths, single, ids, ensemble,
                     bool(cfg.get("init_only", False)), cfg.get("connector"), dict(type=cfg["type"], **kwargs))
 
+    def _parse_teacher_free(self, i: int, name: str, cfg: dict) -> Term:
+        """A loss that needs no teacher network (``teacher_free = True``, e.g. TfKD's virtual teacher)."""
+        for key in ("teacher", "teachers", "ensemble", "connector"):
+            if key in cfg:
+                raise ValueError(f"distill[{i}] ({name}): {cfg['type']} uses no teacher network, so "
+                                 f"{key!r} has no meaning here; remove it")
+        s_spec = cfg.get("student")
+        s_paths = expand_taps(self.student, s_spec)
+        kwargs = {k: v for k, v in cfg.items() if k not in TERM_KEYS}
+        LOSSES.check_kwargs(cfg["type"], kwargs, where=f"distill[{i}]")
+        return Term(name, float(cfg.get("weight", 1.0)), s_paths, [], _is_single(s_spec, s_paths), [], "separate",
+                    bool(cfg.get("init_only", False)), None, dict(type=cfg["type"], **kwargs))
+
     @torch.no_grad()
     def _build_losses(self, probe: torch.Tensor, num_classes, num_data) -> None:
         was_training = self.student.training
@@ -146,14 +161,15 @@ class Distiller(nn.Module):
             modules = []
             groups = [term.teacher_ids] if term.ensemble == "mean" or len(term.teacher_ids) == 1 else \
                 [[t] for t in term.teacher_ids]
-            for group in groups:
-                t_shapes = [x.shape for x in self.t_taps[group[0]].collect(term.t_paths, t_outs[group[0]])]
+            for group in groups or [None]:
+                t_shapes = None if group is None else \
+                    [x.shape for x in self.t_taps[group[0]].collect(term.t_paths, t_outs[group[0]])]
                 try:
                     modules.append(LOSSES.build(copy.deepcopy(term.cfg), where=f"distill term {term.name}",
                                                 s_shapes=s_shapes, t_shapes=t_shapes,
                                                 num_classes=num_classes, num_data=num_data))
                 except ValueError as exc:
-                    raise self._shape_error(term, [tuple(x) for x in s_shapes], [tuple(x) for x in t_shapes],
+                    raise self._shape_error(term, [tuple(x) for x in s_shapes], [tuple(x) for x in t_shapes or []],
                                             exc) from exc
             if term.init_only and not hasattr(modules[0], "init_loss"):
                 raise ValueError(f"term {term.name}: init_only=True but {term.cfg['type']} has no "
@@ -199,6 +215,8 @@ class Distiller(nn.Module):
         s = self.s_taps.collect(term.s_paths, s_out)
         if term.name in self.connectors:
             s = [c(x) for c, x in zip(self.connectors[term.name], s)]
+        if not term.teacher_ids:  # teacher-free term: one loss call with teacher=None
+            return (s[0] if term.single else s), [None]
         per_teacher = [self.t_taps[i].collect(term.t_paths, t_outs[i]) for i in term.teacher_ids]
         if term.ensemble == "mean" and len(per_teacher) > 1:
             try:
@@ -215,7 +233,7 @@ class Distiller(nn.Module):
     @staticmethod
     def _shape_error(term: Term, s_shapes: list[tuple], t_shapes: list[tuple], exc: Exception) -> Exception:
         """A loss's shape complaint, re-raised with the taps, both shapes and the connector that would fit."""
-        if s_shapes == t_shapes or term.connector:
+        if s_shapes == t_shapes or term.connector or not term.teacher_ids:
             return exc
         if all(len(a) == 4 for a in s_shapes):
             hint = "Add connector='conv' to the term (a 1x1 conv + BN per tap from the student's channels to the teacher's)"
@@ -229,7 +247,8 @@ class Distiller(nn.Module):
         try:
             return module(s, t, **extra)
         except (ValueError, RuntimeError) as exc:
-            shapes = lambda xs: [tuple(x.shape) for x in (xs if isinstance(xs, (list, tuple)) else [xs])]
+            shapes = lambda xs: [tuple(x.shape) for x in (xs if isinstance(xs, (list, tuple)) else [xs])
+                                 if x is not None]
             raise self._shape_error(term, shapes(s), shapes(t), exc) from exc
 
     def forward(self, batch: dict) -> tuple[Any, dict[str, torch.Tensor]]:

@@ -193,14 +193,17 @@ class LabelSmoothingKD(nn.Module):
     not tempered.
 
     The teacher network is not used: ``teacher`` may be ``None`` or anything and is
-    ignored. The CE term ``(1 - reg_alpha) * CE`` is the task loss; give this term
-    ``weight=reg_alpha``.
+    ignored; in a config the term needs no ``teacher`` section (``teacher_free = True``,
+    see configs/cifar100/teacher_free/resnet8x4_tfkd.py). The CE term ``(1 - reg_alpha) * CE``
+    is the task loss (``task_weight = 1 - reg_alpha``); give this term ``weight=reg_alpha``.
 
     Shapes: ``student``: ``B x C`` logits; ``target`` (from extra): ``B`` class indices.
     Defaults (authors' CIFAR-100 ResNet-18 params.json): ``T=20``, ``correct_prob=0.99``,
     ``multiplier=100``, term weight ``reg_alpha=0.1`` (CE weight 0.9).
     Also registered as ``'TfKD'``.
     """
+
+    teacher_free = True  # the distiller runs it without a teacher network (no `teacher` section needed)
 
     def __init__(self, T: float = 20.0, correct_prob: float = 0.99, multiplier: float = 100.0):
         super().__init__()
