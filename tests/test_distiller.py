@@ -178,3 +178,35 @@ def test_teacher_free_config_trains_without_a_teacher_section(tmp_path):
     use_synthetic(cfg)
     summary = Trainer(cfg, tmp_path, device="cpu", synthetic=True, max_iters=2).train()
     assert summary["iters"] == 2 and summary["distill"] == ["LabelSmoothingKD"]
+
+
+@pytest.mark.parametrize("pair", ["resnet56-resnet20", "resnet110-resnet20", "resnet110-resnet32", "resnet32x4-resnet8x4",
+                                  "vgg13-vgg8", "wrn_40_2-wrn_16_2", "wrn_40_2-wrn_40_1"])
+def test_ofd_configs_take_margins_from_the_teacher_bn_before_each_relu(pair):
+    """As RepDistiller's get_bn_before_relu: margin_c = E[x | x < 0] for x ~ N(beta_c, gamma_c^2) of that BN."""
+    from densekd.distill.taps import resolve_module
+    from densekd.losses.features import ofd_margin
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / f"configs/cifar100/distill/{pair}/ofd.py")
+    torch.manual_seed(0)
+    student, teacher = MODELS.build(cfg["model"]), MODELS.build(cfg["teacher"]["model"])
+    bns = [resolve_module(teacher, p) for p in teacher.bn_before_relu]
+    with torch.no_grad():  # a "trained" teacher: BN parameters away from their initial 1 / 0
+        for bn in bns:
+            bn.weight.uniform_(-2, 2)
+            bn.bias.uniform_(-1, 1)
+    d = Distiller(student, CLS, [teacher], cfg["distill"], probe=torch.randn(2, 3, 32, 32))
+    ofd = d.losses["OFD"]
+    assert not ofd.estimate and len(bns) == ofd.num_layers
+    for margin, bn in zip(ofd.margins(), bns):
+        assert torch.allclose(margin, ofd_margin(bn.bias, bn.weight).float())
+    _, losses = d(batch(2))
+    assert torch.isfinite(losses["OFD"])
+
+
+def test_teacher_module_args_name_the_problem():
+    s, t = models()
+    with pytest.raises(ValueError, match="teacher_bn='no_such_list' is neither"):
+        Distiller(s, CLS, [t], [dict(type="OFD", student="preacts[1:-1]", teacher="preacts[1:-1]",
+                                     teacher_bn="no_such_list")], probe=batch()["image"])

@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from densekd.distill.connectors import build_connector
-from densekd.distill.taps import FeatureTaps, expand_taps
+from densekd.distill.taps import FeatureTaps, TapError, expand_taps, resolve_module
 from densekd.registry import LOSSES
 from densekd.tasks.base import Task, main_output
 
@@ -164,8 +164,11 @@ class Distiller(nn.Module):
             for group in groups or [None]:
                 t_shapes = None if group is None else \
                     [x.shape for x in self.t_taps[group[0]].collect(term.t_paths, t_outs[group[0]])]
+                cfg = copy.deepcopy(term.cfg)
+                if group is not None:
+                    self._resolve_teacher_modules(term, cfg, self._teachers[group[0]])
                 try:
-                    modules.append(LOSSES.build(copy.deepcopy(term.cfg), where=f"distill term {term.name}",
+                    modules.append(LOSSES.build(cfg, where=f"distill term {term.name}",
                                                 s_shapes=s_shapes, t_shapes=t_shapes,
                                                 num_classes=num_classes, num_data=num_data))
                 except ValueError as exc:
@@ -178,6 +181,27 @@ class Distiller(nn.Module):
         self.s_taps.clear()
         for taps in self.t_taps:
             taps.clear()
+
+    @staticmethod
+    def _resolve_teacher_modules(term: Term, cfg: dict, teacher: nn.Module) -> None:
+        """Loss arguments that take teacher modules (a loss's ``teacher_module_args``, e.g. OFD's
+        ``teacher_bn``) may be given in the config as module paths, or as the name of a teacher attribute that
+        lists module paths (``'bn_before_relu'`` on the CIFAR zoo); replace them by the modules."""
+        for arg in getattr(LOSSES.get(cfg["type"]), "teacher_module_args", ()):
+            spec = cfg.get(arg)
+            if isinstance(spec, str):
+                listed = getattr(teacher, spec, None)
+                paths = list(listed) if isinstance(listed, (list, tuple)) else [spec]
+            elif isinstance(spec, (list, tuple)) and spec and all(isinstance(p, str) for p in spec):
+                paths = list(spec)
+            else:
+                continue
+            try:
+                cfg[arg] = [resolve_module(teacher, p) for p in paths]
+            except TapError as exc:
+                raise ValueError(f"distill term {term.name!r}: {arg}={spec!r} is neither a teacher attribute "
+                                 f"listing module paths nor a module path of the teacher "
+                                 f"({type(teacher).__name__}): {exc}") from exc
 
     def distill_state_dict(self) -> dict:
         """Everything but the student: loss parts, connectors, memory banks (for checkpoints)."""

@@ -396,11 +396,16 @@ class OFD(nn.Module):
     accepted for one tap). Without it the margin is ESTIMATED from the teacher features: per-channel mean and
     (biased) std over batch and space are accumulated over the first ``estimate_batches`` forward calls
     (default 10, any train/eval mode, not synchronised across processes) and the margin recomputed after
-    each; then it is frozen. Margins and statistics are buffers (saved in checkpoints).
+    each; then it is frozen. Margins and statistics are buffers (saved in checkpoints). In a config,
+    ``teacher_bn`` may name the teacher's modules: module paths, or ``'bn_before_relu'`` (the CIFAR zoo's list
+    of the BNs before each ``preacts[1:-1]`` ReLU, as RepDistiller's ``get_bn_before_relu``); the distiller
+    resolves them on the (trained) teacher.
 
     Shapes: student ``B x Cs x H x W``, teacher ``B x Ct x H x W`` (same spatial size; lists per tap).
     Defaults: weight 1, ``estimate_batches=10``.
     """
+
+    teacher_module_args = ("teacher_bn",)  # the distiller turns module paths in the config into modules
 
     def __init__(self, s_shapes=None, t_shapes=None, teacher_bn=None, estimate_batches: int = 10):
         super().__init__()
