@@ -542,3 +542,24 @@ def test_distributed_memory_and_z_stay_identical_across_ranks(tmp_path):
         one(f_s, f_t, index=index + rank, contrast_idx=cidx)
         zs.append(float(one.z_s))
     assert float(r0["z_s"]) == pytest.approx(sum(zs) / 2, rel=1e-5)
+
+
+def test_class_pair_dataset_adds_a_class_mates_image():
+    from densekd.data.pairs import ClassPairDataset
+
+    inner = ToyDataset()
+    ds = ClassPairDataset(inner)
+    assert len(ds) == len(inner) and ds.targets == inner.targets
+    np.random.seed(0)
+    partners = {i: set() for i in range(len(inner))}
+    for _ in range(30):
+        for i in range(len(inner)):
+            s = ds[i]
+            j = int(s["pair_image"][0, 0, 0])  # ToyDataset images hold their own index
+            assert inner.targets[j] == inner.targets[i] and torch.equal(s["image"], inner[i]["image"])
+            partners[i].add(j)
+    for i, seen in partners.items():
+        mates = {j for j, y in enumerate(inner.targets) if y == inner.targets[i] and j != i}
+        assert seen == (mates or {i})  # every other class-mate drawn, never itself (unless alone)
+    with pytest.raises(ValueError, match="ClassPairDataset needs the inner dataset to expose .targets"):
+        ClassPairDataset(torch.utils.data.TensorDataset(torch.zeros(3)))

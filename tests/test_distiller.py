@@ -210,3 +210,45 @@ def test_teacher_module_args_name_the_problem():
     with pytest.raises(ValueError, match="teacher_bn='no_such_list' is neither"):
         Distiller(s, CLS, [t], [dict(type="OFD", student="preacts[1:-1]", teacher="preacts[1:-1]",
                                      teacher_bn="no_such_list")], probe=batch()["image"])
+
+
+def test_cskd_runs_the_student_on_class_mates_without_gradient_and_after_the_tapped_terms():
+    from densekd.losses import CSKD
+
+    s, _ = models()
+    b = batch()
+    b["pair_image"] = torch.randn(4, 3, 32, 32)
+    terms = [dict(type="CSKD", weight=1.0), dict(type="LabelSmoothingKD", student="output", weight=0.1)]
+    d = Distiller(s, CLS, [], terms, probe=b["image"])
+    s.eval()  # deterministic BN for the independent recomputation
+    d.train(False)
+    logits, losses = d(b)
+    with torch.no_grad():
+        pair_logits = s(b["pair_image"])
+    assert torch.allclose(losses["CSKD"], CSKD()(logits, pair_logits))
+    d.zero_grad()
+    losses["CSKD"].backward()
+    grad = s.fc.weight.grad.clone()
+    # the gradient is that of KL(fixed q || p(anchor)) alone: the class-mate branch carries none
+    logits2 = s(b["image"])
+    s.zero_grad()
+    CSKD()(logits2, pair_logits.detach()).backward()
+    assert torch.allclose(grad, s.fc.weight.grad, atol=1e-6)
+    with pytest.raises(ValueError, match="taps the model output only"):
+        Distiller(s, CLS, [], [dict(type="CSKD", student="layer3")], probe=b["image"])
+    del b["pair_image"]
+    with pytest.raises(KeyError, match="ClassPairDataset"):
+        d(b)
+
+
+def test_cskd_config_trains_on_synthetic_class_pairs(tmp_path):
+    from densekd.engine.builder import use_synthetic
+    from tests.conftest import ROOT
+
+    cfg = load_config(ROOT / "configs/cifar100/teacher_free/resnet8x4_cskd.py",
+                      ["data.batch_size=8", "data.val_batch_size=16", "data.num_workers=0", "train.log_interval=1",
+                       "data.train.dataset.num_samples=32", "data.val.num_samples=16"])
+    use_synthetic(cfg)
+    assert cfg["data"]["train"]["dataset"]["type"] == "SyntheticCIFAR100"
+    summary = Trainer(cfg, tmp_path, device="cpu", synthetic=True, max_iters=2).train()
+    assert summary["iters"] == 2 and summary["distill"] == ["CSKD"]

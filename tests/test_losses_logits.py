@@ -247,3 +247,27 @@ def test_tfkd_gradient_and_errors(logits):
         LabelSmoothingKD()(s, None)
     with pytest.raises(ValueError, match="correct_prob"):
         LabelSmoothingKD(correct_prob=1.5)
+
+
+# --------------------------------------------------------------------------- CS-KD
+def test_cskd_matches_the_written_out_formula_and_only_the_anchor_logits_get_gradients(logits):
+    from densekd.losses import CSKD
+
+    s, t, _ = logits
+    s = s.clone().requires_grad_(True)
+    t = t.clone().requires_grad_(True)
+    T = 4.0
+    # T^2 * sum_b KL(softmax(t_b / T) || softmax(s_b / T)) / B, written out element by element
+    sn, tn = s.detach().numpy(), t.detach().numpy()
+    total = 0.0
+    for i in range(sn.shape[0]):
+        q, p = np_softmax(tn[i] / T), np_softmax(sn[i] / T)
+        total += sum(q[k] * (math.log(q[k]) - math.log(p[k])) for k in range(sn.shape[1]))
+    expected = T * T * total / sn.shape[0]
+    loss = CSKD()(s, t)
+    assert math.isclose(float(loss.detach()), expected, rel_tol=1e-9)
+    loss.backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0 and t.grad is None
+    assert "CSKD" in LOSSES and "Yun" in CSKD.__doc__ and CSKD.teacher_free
+    with pytest.raises(ValueError, match="ClassPairDataset"):
+        CSKD()(s, None)

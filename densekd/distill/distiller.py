@@ -132,6 +132,9 @@ class Distiller(nn.Module):
                                  f"{key!r} has no meaning here; remove it")
         s_spec = cfg.get("student")
         s_paths = expand_taps(self.student, s_spec)
+        if getattr(LOSSES.get(cfg["type"]), "self_teacher_input", None) and s_paths != ["output"]:
+            raise ValueError(f"distill[{i}] ({name}): {cfg['type']} compares the student's outputs on two inputs; "
+                             f"it taps the model output only (leave `student` unset), got {s_spec!r}")
         kwargs = {k: v for k, v in cfg.items() if k not in TERM_KEYS}
         LOSSES.check_kwargs(cfg["type"], kwargs, where=f"distill[{i}]")
         return Term(name, float(cfg.get("weight", 1.0)), s_paths, [], _is_single(s_spec, s_paths), [], "separate",
@@ -285,16 +288,32 @@ class Distiller(nn.Module):
         s_out = main_output(output)
         extra = {k: v for k, v in batch.items()}
         extra["epoch"] = self.epoch
-        for term in self.terms:
+        # self-teacher terms last: their second student forward overwrites the student's taps
+        for term in sorted(self.terms, key=lambda t: self._self_teacher_key(t) is not None):
             if term.init_only:
                 continue
             s, ts = self._term_inputs(term, s_out, t_outs)
+            key = self._self_teacher_key(term)
+            if key is not None:
+                ts = [self._self_teacher_output(term, key, batch)]
             modules = self.term_modules(term)
             values = [self._call(term, m, s, t, extra) for m, t in zip(modules, ts)]
             losses[term.name] = term.weight * (sum(values) / len(values))
             if hasattr(modules[0], "discriminator_loss"):
                 self._adv_cache[term.name] = (s, ts, batch.get("image"))
         return output, losses
+
+    def _self_teacher_key(self, term: Term) -> str | None:
+        return getattr(self.term_modules(term)[0], "self_teacher_input", None)
+
+    def _self_teacher_output(self, term: Term, key: str, batch: dict) -> torch.Tensor:
+        """The student's own output on ``batch[key]``, without gradient (CS-KD's class-mates)."""
+        if key not in batch:
+            raise KeyError(f"term {term.name} ({term.cfg['type']}) needs batch[{key!r}] (the student's second "
+                           f"input); wrap the training set in ClassPairDataset: data.train = "
+                           f"dict(type='ClassPairDataset', dataset=dict(type=...))")
+        with torch.no_grad():
+            return main_output(self.student(batch[key]))
 
     # -- initialisation stage (AB, FT, FSP) -------------------------------------
     def init_terms(self) -> list[Term]:

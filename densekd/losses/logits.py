@@ -1,4 +1,4 @@
-"""Logit distillation losses: KD, DKD and the teacher-free virtual teacher (Tf-KD).
+"""Logit distillation losses: KD, DKD, the teacher-free virtual teacher (Tf-KD) and class-wise self-KD (CS-KD).
 
 All losses here act on classification logits ``B x C``. Dense ``B x C x H x W``
 logits belong to ``PixelWiseKD`` (densekd/losses/dense.py).
@@ -18,7 +18,7 @@ from torch import nn
 from densekd.losses._utils import as_list
 from densekd.registry import LOSSES
 
-__all__ = ["KD", "DKD", "LabelSmoothingKD", "TfKD"]
+__all__ = ["KD", "DKD", "LabelSmoothingKD", "TfKD", "CSKD"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -233,3 +233,41 @@ class LabelSmoothingKD(nn.Module):
 
 TfKD = LabelSmoothingKD
 LOSSES.register("TfKD")(LabelSmoothingKD)
+
+
+# --------------------------------------------------------------------------- CS-KD
+@LOSSES.register()
+class CSKD(nn.Module):
+    """Class-wise self-knowledge distillation (Yun et al., "Regularizing Class-wise Predictions via
+    Self-knowledge Distillation", CVPR 2020).
+
+    The student is its own teacher: its logits ``z'`` on another sample of the same class (computed without
+    gradient, in the current train/eval mode) are the soft target for its logits ``z`` on the sample:
+
+        ``loss = T^2 * sum_{b,c} q_bc (log q_bc - log p_bc) / B``,  ``q = softmax(z'/T)``, ``p = softmax(z/T)``
+
+    (the authors' ``KDLoss``: KL summed, divided by the batch size). No teacher network: the distiller runs
+    the student on ``batch['pair_image']``, which :class:`~densekd.data.pairs.ClassPairDataset` adds, and
+    passes those logits as ``teacher``. The cross-entropy on the anchors is the task loss.
+
+    Shapes: ``student``, ``teacher`` ``B x C`` logits. Defaults (authors' CIFAR-100 setting): ``T=4``, term
+    weight ``lambda_cls = 1``; their batch of 128 is 64 anchors + 64 partners, i.e. ``batch_size=64`` here.
+    """
+
+    teacher_free = True
+    self_teacher_input = "pair_image"  # the distiller runs the student on this batch key for ``teacher``
+
+    def __init__(self, T: float = 4.0):
+        super().__init__()
+        self.T = _check_temperature(T, "CSKD")
+
+    def forward(self, student: Any, teacher: Any = None, **extra: Any) -> torch.Tensor:
+        s = _single_tensor(student, "CSKD", "student")
+        if teacher is None:
+            raise ValueError("CSKD needs the student's logits on class-mates as `teacher`; the distiller provides "
+                             "them when the training set is wrapped in ClassPairDataset (batch key 'pair_image')")
+        t = _single_tensor(teacher, "CSKD", "teacher")
+        _check_logits(s, t, "CSKD", "CS-KD is defined for classification logits only.")
+        q = F.softmax(t.detach() / self.T, dim=1)
+        kl = F.kl_div(F.log_softmax(s / self.T, dim=1), q, reduction="sum")
+        return kl * self.T ** 2 / s.shape[0]
