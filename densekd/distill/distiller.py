@@ -20,6 +20,11 @@ ensemble), ``'separate'`` builds one loss per teacher and averages the losses.
 RepDistiller does: it then acts only through the initialisation stage.
 ``connector='conv'|'linear'|'mlp'`` maps each student tap to its teacher tap's
 shape with a learnable adapter (1x1 conv + BN, linear, MLP) before any loss.
+
+Losses declare what else they need: ``teacher_free = True`` (no teacher network; the loss gets
+``teacher=None``, e.g. TfKD), ``self_teacher_input = KEY`` (the student's own output on ``batch[KEY]``,
+without gradient, is the teacher, e.g. CS-KD), ``teacher_module_args`` (arguments given as teacher module
+paths in the config and passed as modules, e.g. OFD's ``teacher_bn='bn_before_relu'``).
 """
 from __future__ import annotations
 
