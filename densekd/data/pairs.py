@@ -6,8 +6,6 @@ the second half of a 2B batch).
 """
 from __future__ import annotations
 
-from typing import Any
-
 from densekd.data.labelled import ClassIndexedWrapper
 from densekd.registry import DATASETS
 
@@ -25,9 +23,6 @@ class ClassPairDataset(ClassIndexedWrapper):
 
     Args: ``dataset``: the inner labelled dataset (object or config dict) with ``.targets``.
     """
-
-    def __init__(self, dataset: Any):
-        super().__init__(dataset)
 
     def __getitem__(self, index: int) -> dict:
         index, out = self.inner_sample(index)
