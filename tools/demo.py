@@ -62,53 +62,38 @@ def _rel(path: Path) -> str:
         return str(path)
 
 
-def run_stage(name: str, config: Path, work_dir: Path, overrides: list[str], device: str) -> dict:
-    from densekd.config import load_config
+def run_stage(name: str, config: Path, cfg, work_dir: Path, overrides: list[str], device: str) -> dict:
+    """Train one stage; its summary plus ``wall_s`` and the student's parameter count ``params_M``."""
     from densekd.engine.trainer import Trainer
 
     shown = " ".join(shlex.quote(o) for o in overrides)
     print(f"\n=== {name}: python tools/train.py {_rel(config)} --work-dir {_rel(work_dir)}"
           + (f" --cfg-options {shown}" if overrides else "") + "\n", flush=True)
-    cfg = load_config(config, overrides)
     start = time.time()
-    summary = Trainer(cfg, work_dir, device=device, synthetic=True).train()
+    trainer = Trainer(cfg, work_dir, device=device, synthetic=True)
+    summary = trainer.train()
     summary["wall_s"] = round(time.time() - start, 1)
+    summary["params_M"] = round(sum(p.numel() for p in trainer.student.parameters()) / 1e6, 3)
     return summary
 
 
-def _count_params(model) -> float:
-    return sum(p.numel() for p in model.parameters()) / 1e6
-
-
-def pictures(work_dir: Path, configs: dict[str, Path], overrides: dict[str, list[str]], num: int,
-             device: str) -> list[Path]:
+def pictures(work_dir: Path, cfgs: dict, num: int, device: str) -> list[Path]:
     """image | ground truth | teacher | baseline | distilled, for the first ``num`` validation scenes."""
     import torch
 
-    from densekd.config import load_config
     from densekd.engine.builder import build_datasets, build_model, build_task
     from densekd.engine.checkpoint import load_weights
-    from densekd.engine.visualize import figure, legend, predict_labels, save_png
+    from densekd.engine.visualize import draw_predictions
 
     dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
-    cfg = load_config(configs["baseline"], overrides["baseline"])
-    task = build_task(cfg)
-    _, val = build_datasets(cfg)
+    _, val = build_datasets(cfgs["baseline"])
     models = {}
-    for name in ("teacher", "baseline", "skd"):
-        c = load_config(configs[name], overrides[name])
-        m = build_model(c["model"])
+    for name, title in (("teacher", "teacher"), ("baseline", "baseline"), ("skd", "distilled")):
+        m = build_model(cfgs[name]["model"])
         load_weights(m, work_dir / name / "checkpoints" / "best.pth", what=name)
-        models[name] = m.to(dev).eval()
-    titles = ["image", "ground truth", "teacher", "baseline", "distilled"]
-    paths = []
-    for i in range(min(num, len(val))):
-        sample = val[i]
-        preds = [predict_labels(task, models[n], sample["image"][None])[0] for n in ("teacher", "baseline", "skd")]
-        fig = figure([sample["image"], sample["target"].numpy()] + preds, titles)
-        paths.append(save_png(work_dir / "pictures" / f"val_{i:03d}.png", fig))
-    save_png(work_dir / "pictures" / "legend.png", legend())
-    return paths
+        models[title] = m.to(dev).eval()
+    return draw_predictions(build_task(cfgs["baseline"]), val, models, work_dir / "pictures", num,
+                            name=lambda i: f"val_{i:03d}")
 
 
 def results_table(rows: list[dict]) -> str:
@@ -149,25 +134,24 @@ def main(argv=None) -> dict:
     overrides["skd"].append(f"teacher.checkpoint={str(work_dir / 'teacher' / 'checkpoints' / 'best.pth')!r}")
 
     from densekd.config import load_config
-    from densekd.engine.builder import build_model
 
+    cfgs = {name: load_config(configs[name], overrides[name]) for name in configs}
     rows, summaries = [], {}
     for name, _fname, label in STAGES:
-        summary = run_stage(name, configs[name], work_dir / name, overrides[name], args.device)
+        summary = run_stage(name, configs[name], cfgs[name], work_dir / name, overrides[name], args.device)
         summaries[name] = summary
         final = summary["final"]
-        params = _count_params(build_model(load_config(configs[name], overrides[name])["model"]))
         rows.append(dict(stage=name, label=label, config=_rel(configs[name]), mIoU=final["mIoU"],
-                         pixel_acc=final["pixel_acc"], mean_acc=final["mean_acc"], params_M=round(params, 3),
+                         pixel_acc=final["pixel_acc"], mean_acc=final["mean_acc"], params_M=summary["params_M"],
                          wall_s=summary["wall_s"], iters=summary["iters"]))
 
-    pics = pictures(work_dir, configs, overrides, args.pictures, args.device)
+    pics = pictures(work_dir, cfgs, args.pictures, args.device)
     table = results_table(rows)
     gain = rows[2]["mIoU"] - rows[1]["mIoU"]
     total = time.time() - start
     verdict = (f"Structured KD changes the student's mIoU by {gain:+.2f} points "
                f"({rows[1]['mIoU']:.2f} -> {rows[2]['mIoU']:.2f}); teacher {rows[0]['mIoU']:.2f}.")
-    data = load_config(configs["baseline"], overrides["baseline"])["data"]
+    data = cfgs["baseline"]["data"]
     results = {
         "rows": rows, "kd_gain_mIoU": round(gain, 3), "quick": args.quick, "device": args.device,
         "threads": threads, "seed": summaries["baseline"]["seed"], "total_s": round(total, 1),

@@ -46,7 +46,7 @@ def visualize(cfg, checkpoint: str, out_dir: Path, num: int = 4, teacher_checkpo
     from densekd.engine import distributed as dist
     from densekd.engine.builder import build_datasets, build_model, build_task, teacher_configs
     from densekd.engine.checkpoint import load_weights
-    from densekd.engine.visualize import figure, legend, predict_labels, save_png
+    from densekd.engine.visualize import draw_predictions
 
     if num < 1:
         raise ValueError(f"--num must be >= 1; got {num}")
@@ -79,21 +79,9 @@ def visualize(cfg, checkpoint: str, out_dir: Path, num: int = 4, teacher_checkpo
     for m in models.values():
         m.to(dev).eval()
 
-    mean = cfg["data"]["val"].get("mean", None)
-    std = cfg["data"]["val"].get("std", None)
-    norm = {k: v for k, v in (("mean", mean), ("std", std)) if v is not None}
-    out_dir = Path(out_dir)
-    paths = []
-    for i in range(min(num, len(val))):
-        sample = val[i]
-        image = sample["image"]
-        target = sample["target"].numpy()
-        preds = {name: predict_labels(task, m, image[None])[0] for name, m in models.items()}
-        panels = [image, target] + list(preds.values())
-        titles = ["image", "ground truth"] + list(preds)
-        paths.append(save_png(out_dir / f"{i:03d}_{_sample_name(val, i)}.png", figure(panels, titles, **norm)))
-    save_png(out_dir / "legend.png", legend())
-    return paths
+    norm = {k: cfg["data"]["val"][k] for k in ("mean", "std") if cfg["data"]["val"].get(k) is not None}
+    return draw_predictions(task, val, models, out_dir, num, name=lambda i: f"{i:03d}_{_sample_name(val, i)}",
+                            **norm)
 
 
 def main(argv=None) -> list[Path]:

@@ -36,7 +36,7 @@ GAP = 2
 """White pixels between panels."""
 
 __all__ = ["GAP", "title_height", "colorize", "overlay", "figure", "legend", "save_png", "to_rgb",
-           "predict_labels"]
+           "predict_labels", "draw_predictions"]
 
 
 def title_height(width: int) -> int:
@@ -168,3 +168,20 @@ def predict_labels(task, model: torch.nn.Module, images: torch.Tensor) -> np.nda
     device = next(model.parameters()).device
     probs = task.predict(model, images.to(device))
     return probs.argmax(1).cpu().numpy()
+
+
+def draw_predictions(task, dataset, models: dict[str, torch.nn.Module], out_dir: str | os.PathLike, num: int,
+                     name=lambda i: f"{i:03d}", **norm) -> list[Path]:
+    """For the first ``num`` samples of ``dataset``: one figure image | ground truth | each model's prediction
+    (titled by the keys of ``models``), written to ``out_dir / f'{name(i)}.png'``, plus ``legend.png``;
+    ``norm`` (``mean`` / ``std``) undoes the image normalisation. Returns the figure paths."""
+    out_dir = Path(out_dir)
+    paths = []
+    for i in range(min(num, len(dataset))):
+        sample = dataset[i]
+        preds = [predict_labels(task, m, sample["image"][None])[0] for m in models.values()]
+        panels = [sample["image"], sample["target"].numpy()] + preds
+        fig = figure(panels, ["image", "ground truth"] + list(models), **norm)
+        paths.append(save_png(out_dir / f"{name(i)}.png", fig))
+    save_png(out_dir / "legend.png", legend())
+    return paths
