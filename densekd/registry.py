@@ -144,6 +144,6 @@ class Registry:
 MODELS = Registry("model", ["densekd.models"])
 DATASETS = Registry("dataset", ["densekd.data"])
 LOSSES = Registry("loss", ["densekd.losses"])
-CONNECTORS = Registry("connector", ["densekd.distill.connectors"])
+CONNECTORS = Registry("connector", ["densekd.nn.connectors"])
 TASKS = Registry("task", ["densekd.tasks"])
-STRATEGIES = Registry("strategy", ["densekd.distill.strategies"])
+STRATEGIES = Registry("strategy", ["densekd.strategies"])

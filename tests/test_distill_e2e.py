@@ -85,7 +85,7 @@ def test_gradients_reach_student_and_loss_parts_never_teacher(method):
 @pytest.mark.parametrize("method", ["kd", "crd_kd", "ft", "ab", "vid"])
 def test_trainer_runs_method_and_keeps_teacher(method, tmp_path):
     cfg = load_config(ROOT / f"configs/cifar100/distill/resnet56-resnet20/{method}.py",
-                      ["data.batch_size=8", "data.val_batch_size=16", "data.num_workers=0", "train.init_epochs=1",
+                      ["data.batch_size=8", "data.val_batch_size=16", "data.num_workers=0", "strategy.init_epochs=1",
                        "train.log_interval=1"])
     from densekd.engine.builder import use_synthetic
     use_synthetic(cfg)
@@ -99,17 +99,17 @@ def test_trainer_runs_method_and_keeps_teacher(method, tmp_path):
         cfg["data"]["train"]["num_samples"] = 32
     cfg["data"]["val"]["num_samples"] = 16
     trainer = Trainer(cfg, tmp_path / method, device="cpu", synthetic=True, max_iters=6)
-    teacher = trainer.distiller.teachers[0]
+    teacher = trainer.strategy.distiller.teachers[0]
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    student_before = {k: v.clone() for k, v in trainer.student.state_dict().items()}
+    student_before = {k: v.clone() for k, v in trainer.strategy.student.state_dict().items()}
     summary = trainer.train()
     assert summary["init_iters"] == (4 if method in ("ft", "ab") else 0)
     assert summary["iters"] == (2 if method in ("ft", "ab") else 6)
     for k, v in teacher.state_dict().items():
         assert torch.equal(v, before[k]), k
-    assert any(not torch.equal(v, student_before[k]) for k, v in trainer.student.state_dict().items()
+    assert any(not torch.equal(v, student_before[k]) for k, v in trainer.strategy.student.state_dict().items()
                if v.is_floating_point())
     log = (tmp_path / method / "metrics.jsonl").read_text()
     for term in summary["distill"]:
-        if not any(t.init_only and t.name == term for t in trainer.distiller.terms):
+        if not any(t.init_only and t.name == term for t in trainer.strategy.distiller.terms):
             assert f'"loss/{term}"' in log

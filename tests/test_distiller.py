@@ -99,7 +99,7 @@ def test_ensemble_mean_kd_equals_kd_on_averaged_logits_and_crd_gets_a_critic_per
 
 FT_EXTRA = ("teacher = dict(model=dict(type='simple_cnn', num_classes=100, width=16))\n"
             "distill = [dict(type='FT', student='feats[-2]', teacher='feats[-2]', weight=200)]\n"
-            "train = dict(epochs=1, init_epochs=1, log_interval=2, init_lr=0.01)\n")
+            "train = dict(epochs=1, log_interval=2)\nstrategy = dict(init_epochs=1, init_lr=0.01)\n")
 
 
 @pytest.mark.parametrize("stop_at", [3, 9])  # inside the initialisation stage, inside the main stage
@@ -118,8 +118,8 @@ def test_two_stage_method_resumes_exactly_in_either_stage(tiny_config, tmp_path,
     b = torch.load(tmp_path / "part/checkpoints/last.pth", weights_only=False)
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    for k in a["distill"]:
-        assert torch.equal(a["distill"][k], b["distill"][k]), k
+    for k in a["strategy"]["distill"]:
+        assert torch.equal(a["strategy"]["distill"][k], b["strategy"]["distill"][k]), k
 
 
 def test_missing_teacher_checkpoint_names_training_command(tiny_config, tmp_path):

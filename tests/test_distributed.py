@@ -47,7 +47,7 @@ def test_two_stage_distillation_under_torchrun_matches_one_process(tiny_config, 
     extra = ("teacher = dict(model=dict(type='simple_cnn', num_classes=100, width=16, norm='gn'))\n"
              "distill = [dict(type='FT', student='feats[-2]', teacher='feats[-2]', weight=200),\n"
              "           dict(type='KD', T=4, weight=0.9)]\n"
-             "train = dict(epochs=1, init_epochs=1, init_lr=0.01, log_interval=2)\n")
+             "train = dict(epochs=1, log_interval=2)\nstrategy = dict(init_epochs=1, init_lr=0.01)\n")
     cfg = tiny_config(norm="gn", batch=8, extra=extra)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     base = [str(ROOT / "tools/train.py"), str(cfg), "--device", "cpu", "--synthetic"]
@@ -60,9 +60,10 @@ def test_two_stage_distillation_under_torchrun_matches_one_process(tiny_config, 
     assert two.returncode == 0, two.stderr[-3000:]
     a = torch.load(tmp_path / "one/checkpoints/last.pth", weights_only=False)
     b = torch.load(tmp_path / "two/checkpoints/last.pth", weights_only=False)
-    assert a["init_iter"] == b["init_iter"] == 6 and a["iter"] == b["iter"] == 6
+    assert a["phase_iters"]["init"] == b["phase_iters"]["init"] == 6 and a["iter"] == b["iter"] == 6
     # The paraphraser trains only in the initialisation stage (gradients averaged across ranks by the trainer)
     # and stays frozen in the main stage, where DDP must tolerate it being idle.
+    a, b = a["strategy"], b["strategy"]
     para = [k for k in a["distill"] if "paraphraser" in k and a["distill"][k].is_floating_point()]
     assert para
     for k in para:

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from densekd.distill.connectors import ConvConnector
+from densekd.nn.connectors import ConvConnector
 from densekd.losses import CWD, PairWiseKD, PixelWiseKD
 from densekd.registry import LOSSES
 

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import densekd.losses as losses_pkg
-from densekd.distill.connectors import ConvReg, Paraphraser, Translator
+from densekd.nn.connectors import ConvReg, Paraphraser, Translator
 from densekd.losses import AB, AT, FSP, FT, NST, OFD, VID, FitNet
 from densekd.losses.features import ofd_margin
 from densekd.registry import LOSSES

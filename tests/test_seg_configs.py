@@ -176,8 +176,8 @@ def test_seg_pspnet_kd_smoke_run_through_tools_train(tmp_path):
     import torch
 
     ckpt = torch.load(wd / "checkpoints" / "last.pth", weights_only=False)
-    assert any("HolisticKD.discriminator." in k for k in ckpt["distill"])
-    assert ckpt["d_optimizers"]["HolisticKD"]  # the critic's optimiser state is checkpointed
+    assert any("HolisticKD.discriminator." in k for k in ckpt["strategy"]["distill"])
+    assert ckpt["strategy"]["d_optimizers"]["HolisticKD"]  # the critic's optimiser state is checkpointed
 
 
 def test_missing_teacher_checkpoint_names_the_command_that_trains_it(tmp_path):

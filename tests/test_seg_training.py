@@ -43,10 +43,11 @@ def test_structured_kd_resumes_exactly_with_critic_state(seg_config, tmp_path):
     a = torch.load(tmp_path / "full/checkpoints/last.pth", weights_only=False)
     b = torch.load(tmp_path / "part/checkpoints/last.pth", weights_only=False)
     for part in ("model", "distill"):
-        for k, v in a[part].items():
-            assert torch.equal(v, b[part][k]), (part, k)
+        pa, pb = (a[part], b[part]) if part == "model" else (a["strategy"][part], b["strategy"][part])
+        for k, v in pa.items():
+            assert torch.equal(v, pb[k]), (part, k)
     # the critic has its own Adam, stepped every iteration, decayed by the student's poly schedule
-    d_opt = a["d_optimizers"]["HolisticKD"][0]
+    d_opt = a["strategy"]["d_optimizers"]["HolisticKD"][0]
     assert d_opt["state"] and d_opt["param_groups"][0]["lr"] == pytest.approx(4e-4 * (1 - 3 / 4) ** 0.9)
     log = (tmp_path / "full/metrics.jsonl").read_text()
     assert all(f'"loss/{t}"' in log for t in ("PixelWiseKD", "PairWiseKD", "HolisticKD", "seg", "aux"))
@@ -54,8 +55,8 @@ def test_structured_kd_resumes_exactly_with_critic_state(seg_config, tmp_path):
 
 def test_critic_gets_its_own_gradients_and_student_optimizer_excludes_it(seg_config, tmp_path):
     trainer = run(seg_config, tmp_path / "w")
-    critic = trainer.distiller.losses["HolisticKD"].discriminator
-    in_student_opt = {id(p) for g in trainer.optimizer.param_groups for p in g["params"]}
+    critic = trainer.strategy.distiller.losses["HolisticKD"].discriminator
+    in_student_opt = {id(p) for g in trainer.strategy.optimizer.param_groups for p in g["params"]}
     assert not any(id(p) in in_student_opt for p in critic.parameters())
     before = [p.detach().clone() for p in critic.parameters()]
     trainer.max_iters = 1

@@ -184,7 +184,7 @@ def test_cuda_amp_and_channels_last(tiny_config, tmp_path, amp):
     cfg = load_config(tiny_config(epochs=1), [f"train.amp={amp}", "train.channels_last=True"])
     trainer = Trainer(cfg, tmp_path / amp, device="cuda", synthetic=True)
     assert trainer.amp == amp and trainer.channels_last
-    assert trainer.student.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert trainer.strategy.student.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
     summary = trainer.train()
     assert summary["completed"] and math.isfinite(summary["final"]["top1"])
     ckpt = torch.load(tmp_path / amp / "checkpoints/last.pth", weights_only=False)

@@ -39,13 +39,12 @@ def main(argv=None) -> dict:
         trainer = Trainer(cfg, tempfile.mkdtemp(prefix="densekd-bench-"), device=args.device, synthetic=args.synthetic)
     except USER_ERRORS as exc:
         fail(exc)
-    trainer.distiller.train()
-    batches = trainer._batches(0)
+    trainer.strategy.train()
+    batches = trainer.batches(0)
     cuda = trainer.device.type == "cuda"
 
     def step():
-        trainer._train_step(next(batches))
-        trainer.iter += 1
+        trainer.train_iteration(next(batches))
 
     for _ in range(args.warmup):
         step()
@@ -61,7 +60,7 @@ def main(argv=None) -> dict:
     result = {
         "config": str(args.config), "device": str(trainer.device), "world_size": trainer.world,
         "batch_per_process": trainer.batch_per_rank, "amp": trainer.amp, "channels_last": trainer.channels_last,
-        "distill": [t.name for t in trainer.distiller.terms], "iters_timed": args.iters,
+        "strategy": type(trainer.strategy).__name__, **trainer.strategy.summary(), "iters_timed": args.iters,
         "seconds_per_iter": round(seconds, 4), "images_per_second": round(trainer.batch_per_rank / seconds, 2),
         "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else
         round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),

@@ -73,7 +73,7 @@ def run_stage(name: str, config: Path, cfg, work_dir: Path, overrides: list[str]
     trainer = Trainer(cfg, work_dir, device=device, synthetic=True)
     summary = trainer.train()
     summary["wall_s"] = round(time.time() - start, 1)
-    summary["params_M"] = round(sum(p.numel() for p in trainer.student.parameters()) / 1e6, 3)
+    summary["params_M"] = round(sum(p.numel() for p in trainer.strategy.primary_model.parameters()) / 1e6, 3)
     return summary
 
 

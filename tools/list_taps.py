@@ -45,17 +45,20 @@ def main(argv=None) -> str:
     args = parser.parse_args(argv)
     import torch
 
-    from densekd.engine.builder import build_datasets, build_model, probe_images, teacher_configs
+    from densekd.tasks.base import batch_input
+    from densekd.engine.builder import build_datasets, build_model, probe_batch, teacher_configs
 
     try:
         cfg = prepare(args)
-        if args.input_size:
-            image = torch.randn(1, *args.input_size)
-        else:
-            image = probe_images(build_datasets(cfg)[0], n=1)
-        lines = describe_model("student", build_model(cfg["model"]), image)
+        probe = None if args.input_size else probe_batch(build_datasets(cfg)[0], n=1)
+
+        def probe_input(key: str):
+            return torch.randn(1, *args.input_size) if probe is None else batch_input(probe, key, "the probe")
+
+        lines = describe_model("student", build_model(cfg["model"]), probe_input(cfg.get("student_input", "image")))
         for i, t in enumerate(teacher_configs(cfg)):
-            lines += [""] + describe_model(f"teacher {i}", build_model(t["model"], where=f"teacher {i}"), image)
+            lines += [""] + describe_model(f"teacher {i}", build_model(t["model"], where=f"teacher {i}"),
+                                           probe_input(t.get("input", "image")))
     except USER_ERRORS as exc:
         fail(exc)
     text = "\n".join(lines)

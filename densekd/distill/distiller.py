@@ -21,10 +21,16 @@ RepDistiller does: it then acts only through the initialisation stage.
 ``connector='conv'|'linear'|'mlp'`` maps each student tap to its teacher tap's
 shape with a learnable adapter (1x1 conv + BN, linear, MLP) before any loss.
 
-Losses declare what else they need: ``teacher_free = True`` (no teacher network; the loss gets
-``teacher=None``, e.g. TfKD), ``self_teacher_input = KEY`` (the student's own output on ``batch[KEY]``,
-without gradient, is the teacher, e.g. CS-KD), ``teacher_module_args`` (arguments given as teacher module
-paths in the config and passed as modules, e.g. OFD's ``teacher_bn='bn_before_relu'``).
+Losses declare what else they need through the capability classes of :mod:`densekd.losses.base`:
+``TeacherFree`` (no teacher network; the loss gets ``teacher=None``, e.g. TfKD), ``SelfTeacher`` (the
+student's own output on ``batch[loss.self_teacher_input]``, without gradient, is the teacher, e.g. CS-KD),
+``TeacherModules`` (arguments given as teacher module paths in the config and passed as modules, e.g. OFD's
+``teacher_bn='bn_before_relu'``), ``InitStage``, ``SeparateParams`` and ``Adversarial`` (whose extra steps
+the distillation strategy runs, see :mod:`densekd.strategies.distillation`).
+
+The student reads ``batch[student_input]`` (default ``'image'``; ``'depth'``, ``'L'``, ``'ab'`` for
+cross-modal students), teacher ``i`` reads ``batch[teacher_inputs[i]]``. The probe that observes feature
+shapes at construction is a batch dict (each network gets its own key) or one tensor for all.
 """
 from __future__ import annotations
 
@@ -36,10 +42,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from densekd.distill.connectors import build_connector
 from densekd.distill.taps import FeatureTaps, TapError, expand_taps, resolve_module
+from densekd.losses.base import Adversarial, InitStage, SelfTeacher, SeparateParams, TeacherFree, TeacherModules, \
+    check_capabilities
+from densekd.nn.connectors import build_connector
 from densekd.registry import LOSSES
-from densekd.tasks.base import Task, main_output
+from densekd.tasks.base import Task, batch_input, main_output
 
 TERM_KEYS = ("type", "weight", "student", "teacher", "name", "teachers", "ensemble", "init_only", "connector")
 
@@ -64,12 +72,13 @@ def _is_single(spec: Any, paths: list[str]) -> bool:
 
 class Distiller(nn.Module):
     def __init__(self, student: nn.Module, task: Task, teachers: list[nn.Module] = (), terms: list[dict] = (),
-                 task_weight: float = 1.0, probe: torch.Tensor | None = None, num_classes: int | None = None,
-                 num_data: int | None = None, teacher_inputs: list[str] | None = None):
+                 task_weight: float = 1.0, probe: torch.Tensor | dict | None = None, num_classes: int | None = None,
+                 num_data: int | None = None, teacher_inputs: list[str] | None = None, student_input: str = "image"):
         super().__init__()
         self.student = student
         self.task = task
         self.task_weight = task_weight
+        self.student_input = student_input
         self._teachers = list(teachers)  # not submodules: frozen, outside the optimiser and DDP
         self.teacher_inputs = list(teacher_inputs or ["image"] * len(self._teachers))
         for t in self._teachers:
@@ -99,7 +108,7 @@ class Distiller(nn.Module):
         if "type" not in cfg:
             raise ValueError(f"distill[{i}] = {cfg!r} has no 'type'")
         name = cfg.get("name") or cfg["type"]
-        if getattr(LOSSES.get(cfg["type"]), "teacher_free", False):
+        if issubclass(LOSSES.get(cfg["type"]), TeacherFree):
             return self._parse_teacher_free(i, name, cfg)
         if not self._teachers:
             raise ValueError(f"distill[{i}] ({cfg['type']}) needs a teacher, but the config defines no "
@@ -137,7 +146,7 @@ class Distiller(nn.Module):
                                  f"{key!r} has no meaning here; remove it")
         s_spec = cfg.get("student")
         s_paths = expand_taps(self.student, s_spec)
-        if getattr(LOSSES.get(cfg["type"]), "self_teacher_input", None) and s_paths != ["output"]:
+        if issubclass(LOSSES.get(cfg["type"]), SelfTeacher) and s_paths != ["output"]:
             raise ValueError(f"distill[{i}] ({name}): {cfg['type']} compares the student's outputs on two inputs; "
                              f"it taps the model output only (leave `student` unset), got {s_spec!r}")
         kwargs = {k: v for k, v in cfg.items() if k not in TERM_KEYS}
@@ -146,11 +155,14 @@ class Distiller(nn.Module):
                     bool(cfg.get("init_only", False)), None, dict(type=cfg["type"], **kwargs))
 
     @torch.no_grad()
-    def _build_losses(self, probe: torch.Tensor, num_classes, num_data) -> None:
+    def _build_losses(self, probe: torch.Tensor | dict, num_classes, num_data) -> None:
+        def probe_input(key: str) -> torch.Tensor:
+            return batch_input(probe, key, "the probe batch") if isinstance(probe, dict) else probe
+
         was_training = self.student.training
         self.student.eval()
-        s_out = main_output(self.student(probe))
-        t_outs = [main_output(t(probe)) for t in self._teachers]
+        s_out = main_output(self.student(probe_input(self.student_input)))
+        t_outs = [main_output(t(probe_input(key))) for t, key in zip(self._teachers, self.teacher_inputs)]
         self.student.train(was_training)
         names = set()
         for term in self.terms:
@@ -179,10 +191,11 @@ class Distiller(nn.Module):
                     modules.append(LOSSES.build(cfg, where=f"distill term {term.name}",
                                                 s_shapes=s_shapes, t_shapes=t_shapes,
                                                 num_classes=num_classes, num_data=num_data))
+                    check_capabilities(modules[-1])
                 except ValueError as exc:
                     raise self._shape_error(term, [tuple(x) for x in s_shapes], [tuple(x) for x in t_shapes or []],
                                             exc) from exc
-            if term.init_only and not hasattr(modules[0], "init_loss"):
+            if term.init_only and not isinstance(modules[0], InitStage):
                 raise ValueError(f"term {term.name}: init_only=True but {term.cfg['type']} has no "
                                  f"initialisation stage (only AB, FT and FSP do)")
             self.losses[term.name] = modules[0] if len(modules) == 1 else nn.ModuleList(modules)
@@ -195,7 +208,8 @@ class Distiller(nn.Module):
         """Loss arguments that take teacher modules (a loss's ``teacher_module_args``, e.g. OFD's
         ``teacher_bn``) may be given in the config as module paths, or as the name of a teacher attribute that
         lists module paths (``'bn_before_relu'`` on the CIFAR zoo); replace them by the modules."""
-        for arg in getattr(LOSSES.get(cfg["type"]), "teacher_module_args", ()):
+        cls = LOSSES.get(cfg["type"])
+        for arg in (cls.teacher_module_args if issubclass(cls, TeacherModules) else ()):
             spec = cfg.get(arg)
             if isinstance(spec, str):
                 listed = getattr(teacher, spec, None)
@@ -240,7 +254,7 @@ class Distiller(nn.Module):
         with torch.no_grad():
             for i, t in enumerate(self._teachers):
                 self.t_taps[i].clear()
-                outs.append(main_output(t(batch[self.teacher_inputs[i]])))
+                outs.append(main_output(t(batch_input(batch, self.teacher_inputs[i], f"teacher {i}"))))
         return outs
 
     def _term_inputs(self, term: Term, s_out, t_outs):
@@ -285,7 +299,7 @@ class Distiller(nn.Module):
 
     def forward(self, batch: dict) -> tuple[Any, dict[str, torch.Tensor]]:
         self.s_taps.clear()
-        output = self.student(batch["image"])
+        output = self.student(batch_input(batch, self.student_input, "the student"))
         losses = {k: self.task_weight * v for k, v in self.task.loss(output, batch).items()}
         if not any(not t.init_only for t in self.terms):
             return output, losses
@@ -304,12 +318,13 @@ class Distiller(nn.Module):
             modules = self.term_modules(term)
             values = [self._call(term, m, s, t, extra) for m, t in zip(modules, ts)]
             losses[term.name] = term.weight * (sum(values) / len(values))
-            if hasattr(modules[0], "discriminator_loss"):
-                self._adv_cache[term.name] = (s, ts, batch.get("image"))
+            if isinstance(modules[0], Adversarial):
+                self._adv_cache[term.name] = (s, ts, batch.get(self.student_input))
         return output, losses
 
     def _self_teacher_key(self, term: Term) -> str | None:
-        return getattr(self.term_modules(term)[0], "self_teacher_input", None)
+        m = self.term_modules(term)[0]
+        return m.self_teacher_input if isinstance(m, SelfTeacher) else None
 
     def _self_teacher_output(self, term: Term, key: str, batch: dict) -> torch.Tensor:
         """The student's own output on ``batch[key]``, without gradient (CS-KD's class-mates)."""
@@ -322,10 +337,10 @@ class Distiller(nn.Module):
 
     # -- initialisation stage (AB, FT, FSP) -------------------------------------
     def init_terms(self) -> list[Term]:
-        return [t for t in self.terms if all(hasattr(m, "init_loss") for m in self.term_modules(t))]
+        return [t for t in self.terms if all(isinstance(m, InitStage) for m in self.term_modules(t))]
 
     def init_trains_student(self) -> bool:
-        return any(getattr(m, "init_trains_student", False) for t in self.init_terms() for m in self.term_modules(t))
+        return any(m.init_trains_student for t in self.init_terms() for m in self.term_modules(t))
 
     def init_parameters(self) -> list[nn.Parameter]:
         """Parameters the initialisation stage trains: loss parts, plus the student where a term asks."""
@@ -342,7 +357,7 @@ class Distiller(nn.Module):
         trains_student = self.init_trains_student()
         self.student.train(trains_student and self.training)
         with contextlib.nullcontext() if trains_student else torch.no_grad():
-            s_out = main_output(self.student(batch["image"]))
+            s_out = main_output(self.student(batch_input(batch, self.student_input, "the student")))
         t_outs = self._teacher_forward(batch)
         extra = dict(batch, epoch=self.epoch)
         losses = {}
@@ -355,7 +370,7 @@ class Distiller(nn.Module):
 
     # -- adversarial terms -------------------------------------------------------
     def adversarial_modules(self) -> dict[str, list[nn.Module]]:
-        return {t.name: self.term_modules(t) for t in self.terms if hasattr(self.term_modules(t)[0], "discriminator_loss")}
+        return {t.name: self.term_modules(t) for t in self.terms if isinstance(self.term_modules(t)[0], Adversarial)}
 
     def adversarial_inputs(self, name: str):
         return self._adv_cache.get(name)
@@ -364,7 +379,7 @@ class Distiller(nn.Module):
         params = []
         for term in self.terms:
             for m in self.term_modules(term):
-                if hasattr(m, "separate_parameters"):
+                if isinstance(m, SeparateParams):
                     params += list(m.separate_parameters())
         return params
 

@@ -1,4 +1,10 @@
-"""Turn a validated config into datasets, models, teachers and a distiller."""
+"""Named builders: a validated config -> task, datasets and loaders, models and teachers, the strategy.
+
+The trainer, ``tools/test.py``, ``tools/benchmark.py`` and the strategies build through these functions, so
+each piece is made one way everywhere. Batch sizes: ``data.batch_size`` and ``data.val_batch_size`` are both
+GLOBAL (summed over processes); each process loads ``size // world_size`` (:func:`per_process_batch`).
+``val_batch_size`` defaults to ``batch_size``.
+"""
 from __future__ import annotations
 
 import copy
@@ -9,6 +15,7 @@ import torch
 from torch import nn
 
 from densekd.config import Config, ConfigError, config_name
+from densekd.data.sampling import build_loader
 from densekd.engine.checkpoint import load_weights
 from densekd.registry import DATASETS, MODELS, TASKS
 
@@ -52,12 +59,73 @@ def build_datasets(cfg: Config):
     return train, val
 
 
-def build_task(cfg: Config):
-    return TASKS.build(copy.deepcopy(cfg.get("task", dict(type="classification"))), where="task")
+def dataset_meta(dataset) -> dict:
+    """Metadata a dataset (or a wrapper around one) declares for its task: ``class_names``, ``palette``."""
+    return {k: getattr(dataset, k) for k in ("class_names", "palette") if getattr(dataset, k, None) is not None}
+
+
+def build_task(cfg: Config, dataset=None):
+    """The config's task; the dataset's metadata (class names, palette) fill what the task config leaves unset."""
+    meta = dataset_meta(dataset) if dataset is not None else {}
+    return TASKS.build(copy.deepcopy(cfg.get("task", dict(type="classification"))), where="task", **meta)
+
+
+def per_process_batch(global_batch: int, world: int, what: str) -> int:
+    """``global_batch // world``; a global batch that does not divide by the process count is an error."""
+    if global_batch < 1 or global_batch % world:
+        raise ValueError(f"{what}={global_batch} is the global batch (summed over processes) and must be a "
+                         f"positive multiple of the {world} processes")
+    return global_batch // world
+
+
+def build_train_loader(cfg: Config, dataset, seed: int, rank: int, world: int, pin_memory: bool):
+    data = cfg.get("data", {})
+    batch = per_process_batch(int(data.get("batch_size", 64)), world, "data.batch_size")
+    return build_loader(dataset, batch, shuffle=True, drop_last=bool(data.get("drop_last", False)), train=True,
+                        seed=seed, rank=rank, world_size=world, num_workers=int(data.get("num_workers", 0)),
+                        pin_memory=bool(data.get("pin_memory", pin_memory)))
+
+
+def build_val_loader(cfg: Config, dataset, rank: int, world: int, pin_memory: bool = False, seed: int = 0):
+    """The evaluation loader: ``data.val_batch_size`` (global, default ``data.batch_size``) split over processes,
+    in order, every sample once."""
+    data = cfg.get("data", {})
+    global_batch = int(data.get("val_batch_size", data.get("batch_size", 64)))
+    batch = per_process_batch(global_batch, world, "data.val_batch_size")
+    return build_loader(dataset, batch, shuffle=False, train=False, seed=seed, rank=rank, world_size=world,
+                        num_workers=int(data.get("num_workers", 0)), pin_memory=bool(data.get("pin_memory", pin_memory)))
+
+
+def build_strategy(cfg: Config, ctx):
+    """The config's ``strategy`` (default ``dict(type='distillation')``) built with the run's BuildContext."""
+    from densekd.registry import STRATEGIES
+
+    scfg = copy.deepcopy(dict(cfg.get("strategy") or {}))
+    scfg.setdefault("type", "distillation")  # a section without a type adjusts the default strategy
+    return STRATEGIES.build(scfg, where="strategy", ctx=ctx)
+
+
+def strategy_class(cfg: Config):
+    from densekd.registry import STRATEGIES
+
+    return STRATEGIES.get((cfg.get("strategy") or {}).get("type", "distillation"))
 
 
 def build_model(model_cfg: dict, where: str = "model") -> nn.Module:
     return MODELS.build(copy.deepcopy(model_cfg), where=where)
+
+
+def build_student(cfg: Config) -> nn.Module:
+    """The config's ``model``, initialised from ``load_from`` (a densekd checkpoint's model weights or a plain
+    state dict) when the config sets it -- e.g. a pipeline stage starting from an earlier stage's best.pth."""
+    model = build_model(cfg["model"])
+    if cfg.get("load_from"):
+        path = cfg["load_from"]
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"load_from={path!r}: no such checkpoint; train the run that writes it first "
+                                    f"or fix the path")
+        load_weights(model, path, what="load_from")
+    return model
 
 
 def teacher_configs(cfg: Config) -> list[dict]:
@@ -70,7 +138,8 @@ def build_teachers(cfg: Config, synthetic: bool, warn=warnings.warn) -> tuple[li
     """Build and load every teacher: (teachers, their input keys, which ones are untrained).
 
     A missing checkpoint is an error naming the command that trains it; with ``--synthetic`` it is a
-    warning and the teacher keeps its random initialisation (see :func:`calibrate_batchnorm`)."""
+    warning and the teacher keeps its random initialisation (see :func:`calibrate_batchnorm`). The teachers
+    are returned in eval mode; the distiller freezes them."""
     teachers, inputs, untrained = [], [], []
     for i, tcfg in enumerate(teacher_configs(cfg)):
         model = build_model(tcfg["model"], where=f"teacher {i} model")
@@ -88,8 +157,6 @@ def build_teachers(cfg: Config, synthetic: bool, warn=warnings.warn) -> tuple[li
                 raise FileNotFoundError(msg)
             warn(msg + " [--synthetic: continuing with a randomly initialised teacher]")
         model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
         teachers.append(model)
         inputs.append(tcfg.get("input", "image"))
     return teachers, inputs, untrained
@@ -118,9 +185,9 @@ def calibrate_batchnorm(model: nn.Module, batches, input_key: str = "image") -> 
     model.eval()
 
 
-def probe_images(dataset, n: int = 2) -> torch.Tensor:
-    """A small batch of training images for observing feature shapes."""
+def probe_batch(dataset, n: int = 2) -> dict:
+    """A small collated batch of training samples (outside the training RNG) for observing feature shapes."""
     from densekd.data.sampling import forked_rng
 
     with forked_rng(0):
-        return torch.stack([dataset[i]["image"] for i in range(min(n, len(dataset)))])
+        return torch.utils.data.default_collate([dataset[i] for i in range(min(n, len(dataset)))])

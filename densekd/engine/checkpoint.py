@@ -73,13 +73,17 @@ def model_state_from(ckpt: dict) -> dict:
     return ckpt
 
 
-def load_weights(model: torch.nn.Module, path: str | os.PathLike, what: str = "model") -> None:
-    """Load weights from a densekd checkpoint or plain state dict, with a readable mismatch error."""
-    state = model_state_from(load_checkpoint(path))
+def load_state(model: torch.nn.Module, state: dict, what: str = "model", source: str = "the checkpoint") -> None:
+    """Load a state dict (``module.`` prefixes of DDP stripped) with a readable mismatch error."""
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise RuntimeError(
-            f"{what} weights in {path} do not fit {type(model).__name__}: missing {result.missing_keys[:5]}"
+            f"{what} weights in {source} do not fit {type(model).__name__}: missing {result.missing_keys[:5]}"
             f"{'...' if len(result.missing_keys) > 5 else ''}, unexpected {result.unexpected_keys[:5]}"
             f"{'...' if len(result.unexpected_keys) > 5 else ''}. Is the checkpoint from the same architecture?")
+
+
+def load_weights(model: torch.nn.Module, path: str | os.PathLike, what: str = "model") -> None:
+    """Load weights from a densekd checkpoint or plain state dict, with a readable mismatch error."""
+    load_state(model, model_state_from(load_checkpoint(path)), what, str(path))

@@ -79,3 +79,20 @@ def broadcast_object(obj):
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def convert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
+    """Replace every BatchNorm of ``module`` (in place) by a SyncBatchNorm with the same parameters, buffers
+    and forward hooks, so feature taps registered on a BatchNorm keep recording. CUDA only (PyTorch's
+    SyncBatchNorm). Returns ``module``."""
+    from torch import nn
+
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, nn.SyncBatchNorm):
+            synced = nn.SyncBatchNorm.convert_sync_batchnorm(child)
+            synced._forward_hooks = child._forward_hooks  # the same dicts: tap handles stay valid
+            synced._forward_pre_hooks = child._forward_pre_hooks
+            setattr(module, name, synced)
+        else:
+            convert_sync_batchnorm(child)
+    return module

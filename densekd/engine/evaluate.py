@@ -6,11 +6,10 @@ import contextlib
 import torch
 
 from densekd.config import Config
-from densekd.data.sampling import build_loader
 from densekd.engine import distributed as dist
-from densekd.engine.builder import build_datasets, build_model, build_task
-from densekd.engine.checkpoint import load_weights
-from densekd.tasks.base import main_output
+from densekd.engine.builder import build_datasets, build_model, build_task, build_val_loader, strategy_class
+from densekd.engine.checkpoint import load_checkpoint, load_state, model_state_from
+from densekd.tasks.base import batch_input, main_output
 
 
 def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
@@ -26,34 +25,53 @@ def to_device(batch: dict, device: torch.device, channels_last: bool = False) ->
 
 @torch.no_grad()
 def run_evaluation(model, task, loader, device: torch.device, autocast=contextlib.nullcontext,
-                   channels_last: bool = False) -> dict[str, float]:
-    """Predict every batch of ``loader``, sum the evaluator state over ranks, compute the metrics."""
+                   channels_last: bool = False, input_key: str = "image") -> dict[str, float]:
+    """Predict every batch of ``loader`` from ``batch[input_key]``, sum the evaluator state over ranks,
+    compute the metrics."""
     was_training = model.training
     model.eval()
     evaluator = task.evaluator()
     for batch in loader:
         batch = to_device(batch, device, channels_last)
         with autocast():
-            pred = task.predict(model, batch["image"])
+            pred = task.predict(model, batch_input(batch, input_key, "the evaluated model"))
         evaluator.update(main_output(pred).float(), batch)
     evaluator.reduce(lambda t: dist.all_reduce_sum(t.to(device)).cpu())
     model.train(was_training)
     return evaluator.compute()
 
 
-def evaluate_checkpoint(cfg: Config, checkpoint: str, device: str = "auto") -> dict[str, float]:
+def checkpoint_models(cfg: Config, ckpt: dict) -> dict[str, torch.nn.Module]:
+    """The evaluated models of a run (the strategy's ``eval_models``), built from the config and loaded from a
+    densekd checkpoint (``models`` by name when the run evaluates several, else ``model``) or a plain state
+    dict (primary model only)."""
+    strategy = dict(cfg.get("strategy") or {})
+    strategy.pop("type", None)
+    configs = strategy_class(cfg).eval_model_configs(cfg, **strategy)
+    states = ckpt.get("models") if isinstance(ckpt.get("models"), dict) else {next(iter(configs)): model_state_from(ckpt)}
+    models = {}
+    for name, state in states.items():
+        if name not in configs:
+            raise ValueError(f"checkpoint holds model {name!r} but the config's strategy evaluates {list(configs)}")
+        model = build_model(configs[name], where=f"model {name}")
+        load_state(model, state, what=f"model {name}")
+        models[name] = model
+    return models
+
+
+def evaluate_checkpoint(cfg: Config, checkpoint: str, device: str = "auto") -> dict:
+    """Metrics of a checkpoint on the config's validation set: a flat dict for one model, ``{name: metrics}``
+    when the run evaluates several (e.g. mutual learning's students)."""
     dev = dist.setup(device)
-    task = build_task(cfg)
-    _, val = build_datasets(cfg)
+    train_set, val = build_datasets(cfg)
     if val is None:
         raise ValueError("the config has no data.val dataset to evaluate on")
-    model = build_model(cfg["model"])
-    load_weights(model, checkpoint, what="model")
-    model.to(dev)
-    data = cfg.get("data", {})
-    loader = build_loader(val, int(data.get("val_batch_size", data.get("batch_size", 64))), shuffle=False,
-                          seed=0, train=False, rank=dist.rank(), world_size=dist.world_size())
-    return run_evaluation(model, task, loader, dev)
+    task = build_task(cfg, train_set)
+    models = checkpoint_models(cfg, load_checkpoint(checkpoint))
+    loader = build_val_loader(cfg, val, rank=dist.rank(), world=dist.world_size())
+    key = str(cfg.get("student_input", "image"))
+    results = {name: run_evaluation(m.to(dev), task, loader, dev, input_key=key) for name, m in models.items()}
+    return next(iter(results.values())) if len(results) == 1 else results
 
 
 def per_class_table(metrics: dict[str, float], prefix: str = "IoU/") -> str:

@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from densekd.config import Config, ConfigError
 from densekd.distill.distiller import TERM_KEYS
-from densekd.registry import DATASETS, LOSSES, MODELS, TASKS, Registry, RegistryError, did_you_mean
+from densekd.registry import DATASETS, LOSSES, MODELS, STRATEGIES, TASKS, Registry, RegistryError, did_you_mean
 
 TOP_LEVEL = {
     "task": "TASKS", "model": "MODELS", "teacher": "teacher", "teachers": "teacher_list", "distill": "terms",
     "task_weight": None, "data": "data", "optimizer": "optimizer", "lr_schedule": "lr_schedule",
     "train": "train", "seed": None, "work_dir": None, "deterministic": None, "description": None,
-    "strategy": None,
+    "strategy": "STRATEGIES", "student_input": None, "load_from": None,
+}
+MOVED = {  # keys that moved, with where they live now
+    "train.init_epochs": "strategy.init_epochs (the distillation strategy's initialisation phase)",
+    "train.init_lr": "strategy.init_lr (the distillation strategy's initialisation phase)",
 }
 SECTIONS = {
     "data": {"train", "val", "batch_size", "val_batch_size", "num_workers", "pin_memory", "drop_last"},
@@ -25,13 +29,15 @@ SECTIONS = {
     "lr_schedule": {"type", "milestones", "gamma", "power", "min_lr_ratio", "by_epoch", "warmup_iters",
                     "warmup_ratio"},
     "train": {"epochs", "iters", "eval_interval", "log_interval", "checkpoint_interval", "grad_clip",
-              "accumulate", "amp", "channels_last", "skip_nonfinite", "init_epochs", "init_lr",
-              "find_unused_parameters", "sync_bn", "eval_first"},
+              "accumulate", "amp", "channels_last", "skip_nonfinite", "find_unused_parameters", "sync_bn",
+              "eval_first"},
     "teacher": {"model", "checkpoint", "config", "input"},
 }
 
 
 def _unknown(key: str, dotted: str, valid, cfg: Config) -> ConfigError:
+    if dotted in MOVED:
+        return ConfigError(f"Config key {dotted!r} (set in {cfg.source_of(dotted)}) has moved: set {MOVED[dotted]}")
     return ConfigError(f"Unknown config key {dotted!r} (set in {cfg.source_of(dotted)}).{did_you_mean(key, valid)} "
                        f"Valid keys here: {', '.join(sorted(valid))}")
 
@@ -67,6 +73,12 @@ def _check_typed(value, dotted: str, registry: Registry, cfg: Config, skip=()) -
                 _check_typed(v, f"{dotted}.{k}", DATASETS, cfg)
 
 
+def ensure_valid(cfg: Config) -> None:
+    """Validate ``cfg`` unless it was validated already and has not changed since (validation runs once)."""
+    if getattr(cfg, "_validated_dump", None) != cfg.dump():
+        validate(cfg)
+
+
 def validate(cfg: Config) -> None:
     """Raise :class:`ConfigError` on any unknown key, with where it came from and close matches."""
     for key, value in cfg.items():
@@ -81,6 +93,10 @@ def validate(cfg: Config) -> None:
             _check_typed(value, key, TASKS, cfg)
         elif kind == "MODELS":
             _check_typed(value, key, MODELS, cfg)
+        elif kind == "STRATEGIES":
+            if "type" not in value:  # a partial section merged onto the default strategy
+                value = dict(value, type="distillation")
+            _check_typed(value, key, STRATEGIES, cfg, skip=("ctx",))
         elif kind == "teacher":
             _check_teacher(value, key, cfg)
         elif kind == "teacher_list":
@@ -106,6 +122,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"train.epochs and train.iters are both set ({cfg.source_of('train.epochs')}, "
                           f"{cfg.source_of('train.iters')}); a schedule is either epoch- or iteration-based: "
                           f"set the other to None")
+    cfg._validated_dump = cfg.dump()
 
 
 def _check_teacher(value, dotted: str, cfg: Config) -> None:

@@ -1,13 +1,20 @@
-"""The training loop: schedules, AMP, accumulation, clipping, DDP, evaluation, exact resume.
+"""The training loop: schedules, AMP, accumulation, clipping, DDP, evaluation, checkpoints, exact resume.
 
-Internally every schedule is iteration-based; an epoch is ``len(train_loader)``
-iterations. Position, optimiser, scaler, RNG states and the best metric are
-checkpointed so that ``--resume`` continues bit for bit on CPU.
+The trainer knows no method: a :mod:`strategy <densekd.strategies>` decides which models train, with which
+optimisers, in which phases and how one step goes; the trainer runs the phases' iterations, sets the
+scheduled learning rates, lends each step a :class:`~densekd.engine.step.Step` (AMP, accumulation, DDP sync,
+clipping, finiteness), evaluates every model the strategy names, and checkpoints.
+
+Internally every schedule is iteration-based; an epoch is ``len(train_loader)`` iterations. Position,
+optimiser, scaler, RNG states and the best metric are checkpointed so that ``--resume`` continues bit for
+bit on CPU. Checkpoint layout: ``model`` (the primary model's weights: what ``tools/test.py``, teachers and
+``load_from`` read), ``models`` (every evaluated model's weights by name, when there are several),
+``strategy`` (the strategy's own state: loss parts, optimisers...), ``scaler``, ``rng``, ``iter``,
+``phase_iters``, ``best``, ``config``.
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import signal
 import time
 from pathlib import Path
@@ -15,26 +22,20 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from densekd.config import Config
-from densekd.data.sampling import build_loader
-from densekd.distill.distiller import Distiller
 from densekd.engine import distributed as dist
-from densekd.engine.builder import (build_datasets, build_model, build_task, build_teachers, calibrate_batchnorm,
-                                    probe_images)
-from densekd.engine.evaluate import run_evaluation, to_device
+from densekd.engine.builder import build_datasets, build_strategy, build_task, build_train_loader, build_val_loader
 from densekd.engine.checkpoint import atomic_save, atomic_write_text, load_checkpoint, rng_state, set_rng_state
-from densekd.engine.optim import LRSchedule, build_optimizer, set_lr
+from densekd.engine.evaluate import run_evaluation, to_device
+from densekd.engine.optim import LRSchedule, set_lr
 from densekd.engine.records import RunRecords
-from densekd.engine.schema import validate
+from densekd.engine.schema import ensure_valid
+from densekd.engine.step import AMP_DTYPES, NonFiniteLossError, Step, loss_entries
+from densekd.strategies.base import BuildContext
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-class NonFiniteLossError(FloatingPointError):
-    pass
+__all__ = ["Trainer", "NonFiniteLossError", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -49,20 +50,20 @@ class Trainer:
     """Build everything from a config and train.
 
     Args:
-        cfg: a loaded :class:`~densekd.config.Config` (validated here).
+        cfg: a loaded :class:`~densekd.config.Config` (validated here unless already validated).
         work_dir: where records and checkpoints go.
         device: ``'cpu'``, ``'cuda'`` or ``'auto'``.
         synthetic: the config's datasets were replaced by stand-ins (missing teacher
             checkpoints become warnings).
         resume: continue from ``work_dir/checkpoints/last.pth``.
         max_iters: stop after this many training iterations, then evaluate and summarise; the
-            learning-rate schedule is the config's, unchanged. Iterations of an initialisation
-            stage (AB/FT/FSP) count first, so a short smoke run may end inside that stage.
+            learning-rate schedule is the config's, unchanged. Iterations of a strategy's earlier phases
+            (the AB/FT/FSP initialisation stage) count first, so a short smoke run may end inside one.
     """
 
     def __init__(self, cfg: Config, work_dir: str | Path, device: str = "auto", synthetic: bool = False,
                  resume: bool = False, max_iters: int | None = None):
-        validate(cfg)
+        ensure_valid(cfg)
         self.cfg = cfg
         self.work_dir = Path(work_dir)
         self.device = dist.setup(device)
@@ -82,53 +83,32 @@ class Trainer:
         if dist.is_main():
             self.work_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(cfg.dump(), self.work_dir / "config.py")
+        on_cuda = self.device.type == "cuda"
 
         # -- data -------------------------------------------------------------
-        self.task = build_task(cfg)
         self.train_set, self.val_set = build_datasets(cfg)
-        data = cfg.get("data", {})
-        global_batch = int(data.get("batch_size", 64))
-        if global_batch % self.world:
-            raise ValueError(f"data.batch_size={global_batch} is the global batch and must divide by the "
-                             f"{self.world} processes")
-        self.batch_per_rank = global_batch // self.world
-        loader_kw = dict(seed=self.seed, rank=self.rank, world_size=self.world,
-                         num_workers=int(data.get("num_workers", 0)),
-                         pin_memory=bool(data.get("pin_memory", self.device.type == "cuda")))
-        self.train_loader = build_loader(self.train_set, self.batch_per_rank, shuffle=True,
-                                         drop_last=bool(data.get("drop_last", False)), train=True, **loader_kw)
-        self.val_loader = None
-        if self.val_set is not None:
-            val_batch = int(data.get("val_batch_size", global_batch)) // self.world or 1
-            self.val_loader = build_loader(self.val_set, val_batch, shuffle=False, train=False, **loader_kw)
+        self.task = build_task(cfg, self.train_set)
+        self.train_loader = build_train_loader(cfg, self.train_set, self.seed, self.rank, self.world, on_cuda)
+        self.batch_per_rank = self.train_loader.batch_sampler.batch_size
+        self.val_loader = None if self.val_set is None else \
+            build_val_loader(cfg, self.val_set, self.rank, self.world, on_cuda, seed=self.seed)
+        self.iters_per_epoch = len(self.train_loader)
 
-        # -- models -----------------------------------------------------------
-        self.student = build_model(cfg["model"])
-        teachers, inputs, untrained = build_teachers(cfg, synthetic, warn=self.records.warning)
-        for teacher, key, random_init in zip(teachers, inputs, untrained):
-            if random_init:
-                calibrate_batchnorm(teacher, self._calibration_batches(), key)
-        self.distiller = Distiller(self.student, self.task, teachers, cfg.get("distill", []),
-                                   task_weight=float(cfg.get("task_weight", 1.0)),
-                                   probe=probe_images(self.train_set) if cfg.get("distill") else None,
-                                   num_classes=getattr(self.train_set, "num_classes", None),
-                                   num_data=len(self.train_set), teacher_inputs=inputs)
-        on_cuda = self.device.type == "cuda"
+        # -- strategy: models, teachers, optimisers ------------------------------
+        ctx = BuildContext(cfg=cfg, task=self.task, train_set=self.train_set, iters_per_epoch=self.iters_per_epoch,
+                           synthetic=synthetic, warn=self.records.warning, calibration_batches=self._calibration_batches)
+        self.strategy = build_strategy(cfg, ctx)
+        self.student_input = ctx.student_input
         self.channels_last = bool(tcfg.get("channels_last", False)) and on_cuda
-        fmt = torch.channels_last if self.channels_last else None
         if tcfg.get("sync_bn") and self.world > 1 and on_cuda:
-            self.distiller = nn.SyncBatchNorm.convert_sync_batchnorm(self.distiller)
-            self.student = self.distiller.student
-        self.distiller.to(self.device)
-        if fmt is not None:
-            self.distiller.to(memory_format=fmt)
-        self.distiller.teachers_to(self.device, fmt)
-        self.model: nn.Module = self.distiller
+            dist.convert_sync_batchnorm(self.strategy.module)
+        self.strategy.to(self.device, torch.channels_last if self.channels_last else None)
+        self.model = self.strategy.module
         if self.world > 1:
             find_unused = tcfg.get("find_unused_parameters")
-            if find_unused is None:  # parts idle in the main stage (init-stage parts, frozen paraphrasers)
-                find_unused = bool(self.distiller.init_terms() or self.distiller.separate_parameters())
-            self.model = DistributedDataParallel(self.distiller, device_ids=[self.device.index] if on_cuda else None,
+            if find_unused is None:
+                find_unused = self.strategy.has_idle_parameters()
+            self.model = DistributedDataParallel(self.strategy.module, device_ids=[self.device.index] if on_cuda else None,
                                                  find_unused_parameters=find_unused)
 
         # -- optimisation -----------------------------------------------------
@@ -139,14 +119,9 @@ class Trainer:
             self.records.warning(f"train.amp={self.amp!r} applies on CUDA only; training in fp32 on {self.device}")
             self.amp = None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
-        separate = {id(p) for p in self.distiller.separate_parameters()}
-        self.optimizer = build_optimizer(cfg.get("optimizer", dict(type="SGD", lr=0.1)), [self.distiller], separate)
-        self.base_lrs = [g["lr"] for g in self.optimizer.param_groups]
-        self.d_optimizers = {name: [m.build_d_optimizer() for m in mods]
-                             for name, mods in self.distiller.adversarial_modules().items()}
-        self.d_base_lrs = {name: [[g["lr"] for g in o.param_groups] for o in opts]
-                           for name, opts in self.d_optimizers.items()}  # decayed by the student's schedule
-        self.iters_per_epoch = len(self.train_loader)
+        optimizers = self.strategy.optimizers()
+        self.scheduled = {name: (optimizers[name], [g["lr"] for g in optimizers[name].param_groups])
+                          for name in self.strategy.scheduled()}
         if tcfg.get("iters"):
             self.total_iters, self.by_epoch = int(tcfg["iters"]), False
         else:
@@ -161,24 +136,16 @@ class Trainer:
         unit = self.iters_per_epoch if self.by_epoch else 1
         self.eval_every = int(tcfg.get("eval_interval", 1 if self.by_epoch else 1000)) * unit
         self.ckpt_every = int(tcfg.get("checkpoint_interval", tcfg.get("eval_interval", 1 if self.by_epoch else 1000))) * unit
-
-        # -- initialisation stage (AB / FT / FSP) ------------------------------
-        self.init_total = 0
-        self.init_optimizer = None
-        if self.distiller.init_terms() and int(tcfg.get("init_epochs", 30)) > 0:
-            self.init_total = int(tcfg.get("init_epochs", 30)) * self.iters_per_epoch
-            ocfg = dict(cfg.get("optimizer", {}))
-            self.init_optimizer = torch.optim.SGD(self.distiller.init_parameters(),
-                                                  lr=float(tcfg.get("init_lr", ocfg.get("lr", 0.05))),
-                                                  momentum=ocfg.get("momentum", 0.9),
-                                                  weight_decay=ocfg.get("weight_decay", 0.0))
+        self.phases = self.strategy.phases()
 
         # -- state --------------------------------------------------------------
         self.iter = 0
-        self.init_iter = 0
+        self.phase_iters = {p.name: 0 for p in self.phases}
         self.best: dict[str, float] = {}
         self.best_iter = None
         self.final: dict[str, float] = {}
+        self.models_final: dict[str, dict] = {}
+        self.models_best: dict[str, dict] = {}
         self.last_eval_iter = None
         self._stop_signal = None
         if resume:
@@ -200,18 +167,20 @@ class Trainer:
         return self.work_dir / "checkpoints"
 
     def state_dict(self) -> dict:
-        return {
-            "model": self.student.state_dict(),
-            "distill": self.distiller.distill_state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "d_optimizers": {k: [o.state_dict() for o in v] for k, v in self.d_optimizers.items()},
-            "init_optimizer": self.init_optimizer.state_dict() if self.init_optimizer else None,
+        models = self.strategy.eval_models()
+        state = {
+            "model": self.strategy.primary_model.state_dict(),
+            "strategy": self.strategy.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": rng_state(),
-            "iter": self.iter, "init_iter": self.init_iter,
+            "iter": self.iter, "phase_iters": dict(self.phase_iters),
             "best": self.best, "best_iter": self.best_iter, "last_eval_iter": self.last_eval_iter,
+            "models_best": self.models_best,
             "config": self.cfg.dump(), "world_size": self.world,
         }
+        if len(models) > 1:
+            state["models"] = {name: m.state_dict() for name, m in models.items()}
+        return state
 
     def save(self, name: str = "last.pth") -> None:
         if dist.is_main():
@@ -223,21 +192,22 @@ class Trainer:
         if not path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {path}; start without --resume")
         ckpt = load_checkpoint(path, map_location=self.device)
-        self.student.load_state_dict(ckpt["model"])
-        self.distiller.load_distill_state_dict(ckpt["distill"])
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        for name, states in ckpt.get("d_optimizers", {}).items():
-            for opt, st in zip(self.d_optimizers.get(name, []), states):
-                opt.load_state_dict(st)
-        if self.init_optimizer is not None and ckpt.get("init_optimizer"):
-            self.init_optimizer.load_state_dict(ckpt["init_optimizer"])
+        models = self.strategy.eval_models()
+        if len(models) > 1:
+            for name, m in models.items():
+                m.load_state_dict(ckpt["models"][name])
+        else:
+            self.strategy.primary_model.load_state_dict(ckpt["model"])
+        self.strategy.load_state_dict(ckpt["strategy"])
         self.scaler.load_state_dict(ckpt["scaler"])
         set_rng_state(ckpt["rng"])
-        self.iter, self.init_iter = ckpt["iter"], ckpt["init_iter"]
+        self.iter = ckpt["iter"]
+        self.phase_iters.update({k: v for k, v in ckpt.get("phase_iters", {}).items() if k in self.phase_iters})
         self.best, self.best_iter = ckpt["best"], ckpt["best_iter"]
+        self.models_best = ckpt.get("models_best", {})
         self.last_eval_iter = ckpt.get("last_eval_iter")
-        self.records.info(f"Resumed from {path} at iteration {self.iter} (init stage {self.init_iter}/"
-                          f"{self.init_total})")
+        phases = "".join(f" ({p.name} phase {self.phase_iters[p.name]}/{p.iters})" for p in self.phases)
+        self.records.info(f"Resumed from {path} at iteration {self.iter}{phases}")
 
     # -- signals -------------------------------------------------------------------
     @contextlib.contextmanager
@@ -269,102 +239,70 @@ class Trainer:
             return torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp])
         return contextlib.nullcontext()
 
-    def _check_finite(self, losses: dict[str, torch.Tensor], where: str) -> bool:
-        values = torch.stack([v.detach().float() for v in losses.values()])
-        if bool(torch.isfinite(values).all()):
-            return True
-        bad = [f"{k}={v.item()}" for k, v in losses.items() if not torch.isfinite(v.detach()).all()]
-        msg = f"Non-finite loss at {where}: {', '.join(bad)}."
-        if self.skip_nonfinite:
-            self.records.warning(msg + " Skipping this step (train.skip_nonfinite=True).")
-            return False
-        raise NonFiniteLossError(msg + " Lower the learning rate or the term's weight, enable train.grad_clip, "
-                                       "or set train.skip_nonfinite=True to skip such steps.")
+    def _step(self, phase: str, it: int, step_now: bool) -> Step:
+        return Step(phase=phase, iter=it, epoch=it / self.iters_per_epoch, step_now=step_now, model=self.model,
+                    world=self.world, accumulate=self.accumulate if phase == "main" else 1, scaler=self.scaler,
+                    amp=self.amp, device=self.device, grad_clip=self.grad_clip,
+                    skip_nonfinite=self.skip_nonfinite, warn=self.records.warning)
 
-    def _train_step(self, batch: dict) -> dict[str, float] | None:
-        it = self.iter
-        step_now = (it + 1) % self.accumulate == 0 or it + 1 == self.total_iters
-        sync = contextlib.nullcontext()
-        if isinstance(self.model, DistributedDataParallel) and not step_now:
-            sync = self.model.no_sync()
-        with sync:
-            with self._autocast():
-                _, losses = self.model(batch)
-            if not self._check_finite(losses, f"iteration {it + 1}"):
-                self.optimizer.zero_grad(set_to_none=True)
-                return None
-            total = sum(losses.values())
-            self.scaler.scale(total / self.accumulate).backward()
-        if step_now:
-            if self.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                nn.utils.clip_grad_norm_([p for g in self.optimizer.param_groups for p in g["params"]],
-                                         float(self.grad_clip))
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-            self.optimizer.zero_grad(set_to_none=True)
-        self._discriminator_steps()
-        out = {f"loss/{k}": v.detach() for k, v in losses.items()}
-        out["loss"] = total.detach()
-        return out
+    def train_iteration(self, batch: dict) -> dict[str, torch.Tensor] | None:
+        """One main-schedule iteration on ``batch``: set the scheduled learning rates, run the strategy's
+        step, advance ``iter``. Returns the logged losses (``loss`` and ``loss/<term>``) or None if skipped."""
+        factor = self.schedule.factor(self.iter)
+        for opt, base in self.scheduled.values():
+            set_lr(opt, base, factor)
+        step_now = (self.iter + 1) % self.accumulate == 0 or self.iter + 1 == self.total_iters
+        losses = self.strategy.train_step(batch, self._step("main", self.iter, step_now))
+        self.iter += 1
+        return None if losses is None else loss_entries(losses)
 
-    def _discriminator_steps(self) -> None:
-        for name, modules in self.distiller.adversarial_modules().items():
-            cached = self.distiller.adversarial_inputs(name)
-            if cached is None:
-                continue
-            s, ts, image = cached
-            s = s.detach() if isinstance(s, torch.Tensor) else [x.detach() for x in s]
-            for module, t, opt in zip(modules, ts, self.d_optimizers[name]):
-                for _ in range(int(getattr(module, "n_critic", 1))):
-                    opt.zero_grad(set_to_none=True)
-                    try:
-                        d_loss = module.discriminator_loss(s, t, image)
-                        if not torch.isfinite(d_loss):
-                            raise FloatingPointError(f"discriminator loss {d_loss.item()}")
-                    except FloatingPointError as exc:
-                        msg = f"Non-finite discriminator loss of term {name} at iteration {self.iter + 1}: {exc}."
-                        if self.skip_nonfinite:
-                            self.records.warning(msg + " Skipping this critic step (train.skip_nonfinite=True).")
-                            break
-                        raise NonFiniteLossError(msg) from exc
-                    d_loss.backward()
-                    self._average_grads(module.separate_parameters())
-                    opt.step()
-
-    def _average_grads(self, params) -> None:
-        if self.world > 1:
-            for p in params:
-                if p.grad is not None:
-                    p.grad.copy_(dist.all_reduce_mean(p.grad))
+    @property
+    def lr(self) -> float:
+        """The current learning rate of the strategy's first scheduled optimiser."""
+        for opt, _ in self.scheduled.values():
+            return float(opt.param_groups[0]["lr"])
+        return float("nan")
 
     # -- evaluation -----------------------------------------------------------------------
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self) -> dict[str, dict[str, float]]:
+        """Metrics of every model the strategy evaluates, by model name."""
         if self.val_loader is None:
             return {}
-        return run_evaluation(self.student, self.task, self.val_loader, self.device, self._autocast,
-                              self.channels_last)
+        return {name: run_evaluation(model, self.task, self.val_loader, self.device, self._autocast,
+                                     self.channels_last, self.student_input)
+                for name, model in self.strategy.eval_models().items()}
 
     def _evaluate_and_record(self) -> dict[str, float]:
-        metrics = self.evaluate()
+        per_model = self.evaluate()
         self.last_eval_iter = self.iter
-        if not metrics:
-            return metrics
+        if not per_model:
+            return {}
+        names = list(per_model)
+        metrics = per_model[names[0]]
         self.final = metrics
-        epoch = self.iter / self.iters_per_epoch
-        self.records.record({"iter": self.iter, "epoch": round(epoch, 4), "split": "val", **metrics})
-        shown = ", ".join(f"{k} {metrics[k]:.2f}" for k in self.task.metrics if k in metrics)
         key = self.task.primary_metric
+        for name, m in per_model.items():
+            self.models_final[name] = m
+            if self.task.is_better(m[key], self.models_best.get(name, {}).get(key)):
+                self.models_best[name] = dict(m, iter=self.iter)
+        epoch = self.iter / self.iters_per_epoch
+        entry = {"iter": self.iter, "epoch": round(epoch, 4), "split": "val", **metrics}
+        for name in names[1:]:
+            entry.update({f"{name}/{k}": v for k, v in per_model[name].items()})
+        self.records.record(entry)
         if self.task.is_better(metrics[key], self.best.get(key)):
             self.best, self.best_iter = dict(metrics), self.iter
             self.save("best.pth")
-        self.records.info(f"[val] iter {self.iter} epoch {epoch:.2f}: {shown} (best {key} "
-                          f"{self.best[key]:.2f} @ iter {self.best_iter})")
+        for i, name in enumerate(names):
+            shown = ", ".join(f"{k} {per_model[name][k]:.2f}" for k in self.task.metrics if k in per_model[name])
+            who = f" {name}" if len(names) > 1 else ""
+            best = f" (best {key} {self.best[key]:.2f} @ iter {self.best_iter})" if i == 0 else ""
+            self.records.info(f"[val]{who} iter {self.iter} epoch {epoch:.2f}: {shown}{best}")
         return metrics
 
     # -- loops ------------------------------------------------------------------------------
-    def _batches(self, start: int):
-        """Batches from global iteration ``start`` on, epoch after epoch (resumable mid-epoch)."""
+    def batches(self, start: int):
+        """Batches from iteration ``start`` on, epoch after epoch (resumable mid-epoch), on the device."""
         it = start
         while True:
             epoch, offset = divmod(it, self.iters_per_epoch)
@@ -373,53 +311,46 @@ class Trainer:
                 yield to_device(batch, self.device, self.channels_last)
                 it += 1
 
-    def _run_init_stage(self, limit: int) -> bool:
-        """The initialisation stage of AB / FT / FSP, up to ``limit`` iterations. False if stopped by a signal."""
-        if self.init_iter >= limit:
+    def _run_phase(self, name: str, total: int, limit: int) -> bool:
+        """A strategy phase before the main schedule, up to ``limit`` iterations. False if stopped by a signal."""
+        if self.phase_iters[name] >= limit:
             return True
-        names = [t.name for t in self.distiller.init_terms()]
-        self.records.info(f"Initialisation stage for {', '.join(names)}: {self.init_total} iterations")
-        self.distiller.train()
-        batches = self._batches(self.init_iter)
-        while self.init_iter < limit:
-            batch = next(batches)
-            with self._autocast():
-                losses = self.distiller.init_forward(batch)
-            self._check_finite(losses, f"init iteration {self.init_iter + 1}")
-            self.init_optimizer.zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
-            params = [p for g in self.init_optimizer.param_groups for p in g["params"]]
-            self._average_grads(params)
-            if self.grad_clip:
-                nn.utils.clip_grad_norm_(params, float(self.grad_clip))
-            self.init_optimizer.step()
-            self.init_iter += 1
-            if self.init_iter % self.log_interval == 0 or self.init_iter == self.init_total:
-                self.records.record({"init_iter": self.init_iter, **{f"loss/{k}": v for k, v in losses.items()}})
-                self.records.info(f"[init] {self.init_iter}/{self.init_total} " +
-                                  " ".join(f"{k} {v.item():.4g}" for k, v in losses.items()))
+        self.records.info(f"Phase {name!r} of {type(self.strategy).__name__}: {total} iterations")
+        self.strategy.train()
+        batches = self.batches(self.phase_iters[name])
+        while self.phase_iters[name] < limit:
+            n = self.phase_iters[name]
+            losses = self.strategy.train_step(next(batches), self._step(name, n, True))
+            self.phase_iters[name] = n = n + 1
+            if losses and (n % self.log_interval == 0 or n == total):
+                self.records.record({f"{name}_iter": n, **{f"loss/{k}": v for k, v in losses.items()}})
+                self.records.info(f"[{name}] {n}/{total} " + " ".join(f"{k} {v.item():.4g}" for k, v in losses.items()))
             if self._should_stop():
                 return False
-            if self.init_iter % self.iters_per_epoch == 0:
+            if n % self.iters_per_epoch == 0:
                 self.save()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.strategy.phase_finished(name)
         return True
 
     def train(self) -> dict:
-        """Run to the end of the schedule (or ``max_iters``); returns the summary."""
+        """Run the strategy's phases and the main schedule (or ``max_iters`` of them); returns the summary."""
         start = time.time()
-        init_limit, stop_at = self.init_total, self.total_iters
-        if self.max_iters is not None:  # one budget over both stages, the initialisation stage first
-            init_limit = min(self.init_total, self.max_iters)
-            stop_at = min(self.total_iters, max(self.max_iters - init_limit, 0))
-        self.records.info(f"Training {type(self.student).__name__} on {self.device} x{self.world}: "
-                          f"{self.total_iters} iterations ({self.iters_per_epoch}/epoch), stopping at {stop_at}; "
-                          f"work dir {self.work_dir}")
+        budget = self.max_iters
+        limits = {}
+        for p in self.phases:  # one budget over all phases, the earlier phases first
+            limits[p.name] = p.iters if budget is None else min(p.iters, budget)
+            budget = None if budget is None else max(budget - limits[p.name], 0)
+        stop_at = self.total_iters if budget is None else min(self.total_iters, budget)
+        self.records.info(f"Training {type(self.strategy.primary_model).__name__} ({type(self.strategy).__name__}) on "
+                          f"{self.device} x{self.world}: {self.total_iters} iterations ({self.iters_per_epoch}/epoch), "
+                          f"stopping at {stop_at}; work dir {self.work_dir}")
         interrupted = False
         with self._signals():
-            if not self._run_init_stage(init_limit):
-                interrupted = True
-            if not interrupted and self.init_iter >= self.init_total:
+            for p in self.phases:
+                if not self._run_phase(p.name, p.iters, limits[p.name]):
+                    interrupted = True
+                    break
+            if not interrupted and all(self.phase_iters[p.name] >= p.iters for p in self.phases):
                 interrupted = self._main_loop(stop_at)
         if interrupted:
             self.save()
@@ -431,28 +362,21 @@ class Trainer:
         if self.last_eval_iter != self.iter:
             self._evaluate_and_record()
         self.save()
-        summary = self.summary(time.time() - start, stop_at)
+        summary = self.summary(time.time() - start)
         self.records.write_json("summary.json", summary)
         self.records.close()
         return summary
 
     def _main_loop(self, stop_at: int) -> bool:
-        self.distiller.train()
+        self.strategy.train()
         if self.tcfg.get("eval_first") and self.iter == 0:
             self._evaluate_and_record()
         window: dict[str, list[torch.Tensor]] = {}
         self.records.start_progress(stop_at, self.iter, "train")
-        batches = self._batches(self.iter)
+        batches = self.batches(self.iter)
         while self.iter < stop_at:
-            batch = next(batches)
-            self.distiller.epoch = self.iter / self.iters_per_epoch
-            factor = self.schedule.factor(self.iter)
-            lr = set_lr(self.optimizer, self.base_lrs, factor)
-            for name, opts in self.d_optimizers.items():
-                for opt, base in zip(opts, self.d_base_lrs[name]):
-                    set_lr(opt, base, factor)
-            losses = self._train_step(batch)
-            self.iter += 1
+            losses = self.train_iteration(next(batches))
+            lr = self.lr
             if losses is not None:
                 for k, v in losses.items():
                     window.setdefault(k, []).append(v)
@@ -482,15 +406,21 @@ class Trainer:
         terms = " ".join(f"{k} {entry[k]:.4g}" for k in keys)
         self.records.info(f"iter {self.iter}/{self.total_iters} epoch {entry['epoch']:.2f} lr {lr:.4g} {terms}")
 
-    def summary(self, seconds: float, stop_at: int) -> dict[str, Any]:
-        return {
+    def summary(self, seconds: float) -> dict[str, Any]:
+        out = {
             "final": self.final, "best": self.best, "best_iter": self.best_iter,
             "primary_metric": self.task.primary_metric,
             "iters": self.iter, "total_iters": self.total_iters, "epochs": self.iter / self.iters_per_epoch,
             "completed": self.iter >= self.total_iters, "max_iters": self.max_iters,
-            "init_iters": self.init_iter, "init_total": self.init_total,
             "config": self.cfg.filename, "work_dir": str(self.work_dir), "world_size": self.world,
             "device": str(self.device), "synthetic": self.synthetic, "seed": self.seed,
-            "time_s": round(seconds, 2), "teachers": len(self.distiller.teachers),
-            "distill": [t.name for t in self.distiller.terms],
+            "time_s": round(seconds, 2), "strategy": (self.cfg.get("strategy") or {}).get("type", "distillation"),
         }
+        for p in self.phases:
+            out[f"{p.name}_iters"], out[f"{p.name}_total"] = self.phase_iters[p.name], p.iters
+        names = list(self.strategy.eval_models())
+        if len(names) > 1:
+            out["models"] = {n: {"final": self.models_final.get(n, {}), "best": self.models_best.get(n, {})}
+                             for n in names}
+        out.update(self.strategy.summary())
+        return out

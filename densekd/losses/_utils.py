@@ -1,4 +1,9 @@
-"""Helpers shared by the loss modules."""
+"""Helpers shared by the loss modules: tap lists, shape lists, single-tensor unwrapping, map checks.
+
+Every loss takes ``student`` / ``teacher`` as one tensor or a list of tensors (one per tap) and may be built
+from ``s_shapes`` / ``t_shapes`` (the tapped shapes of a probe forward). These functions are the one place
+where such inputs are normalised and checked, so that every loss words its errors the same way.
+"""
 from __future__ import annotations
 
 from typing import Any, Sequence
@@ -19,6 +24,88 @@ def check_same_length(student: Sequence, teacher: Sequence, name: str) -> None:
 
 def shapes_of(x: Any) -> list[torch.Size]:
     return [t.shape for t in as_list(x)]
+
+
+def shape_list(shapes: Any) -> list[torch.Size] | None:
+    """``s_shapes`` / ``t_shapes`` as a list of ``torch.Size``: a bare size (or tuple of ints) is one shape,
+    a list of sizes passes through, ``None`` stays ``None``."""
+    if shapes is None:
+        return None
+    if isinstance(shapes, torch.Size) or (isinstance(shapes, (list, tuple)) and len(shapes) > 0
+                                          and all(isinstance(d, int) for d in shapes)):
+        return [torch.Size(shapes)]
+    return [torch.Size(s) for s in shapes]
+
+
+def require_shapes(shapes: Any, which: str, name: str, dims: int | None = 4) -> list[torch.Size]:
+    """Like :func:`shape_list` for a loss that builds learnable parts from the shapes: ``None`` or an empty
+    list is an error, and with ``dims`` every shape must have that many dimensions."""
+    if shapes is None:
+        raise ValueError(f"{name} builds learnable parts from the tapped shapes and needs {which} (a list of "
+                         f"batched torch.Size, one per tap); the distiller passes it from a probe forward, "
+                         f"when building by hand pass e.g. {which}=[f.shape for f in feats]")
+    out = shape_list(shapes)
+    if not out:
+        raise ValueError(f"{name}: {which} is empty; tap at least one layer")
+    for s in out:
+        if dims is not None and len(s) != dims:
+            raise ValueError(f"{name} works on {dims}-D (B x C x H x W) feature maps, but {which} contains "
+                             f"{tuple(s)}; tap convolutional feature maps (e.g. 'feats[1:-1]'), not vectors")
+    return out
+
+
+def require_shape_pair(s_shapes: Any, t_shapes: Any, name: str, dims: int | None = 4
+                       ) -> tuple[list[torch.Size], list[torch.Size]]:
+    """Student and teacher shape lists of equal length (see :func:`require_shapes`)."""
+    s = require_shapes(s_shapes, "s_shapes", name, dims)
+    t = require_shapes(t_shapes, "t_shapes", name, dims)
+    if len(s) != len(t):
+        raise ValueError(f"{name}: got {len(s)} student shapes but {len(t)} teacher shapes; list the same "
+                         f"number of layers for student and teacher")
+    return s, t
+
+
+def single_tensor(x: Any, name: str, role: str, what: str = "tensor",
+                  hint: str = "tap the logits once (e.g. student='output')") -> torch.Tensor:
+    """Unwrap a one-item tap list; several taps or a non-tensor are errors naming the loss ``name``."""
+    items = as_list(x)
+    if len(items) != 1:
+        raise ValueError(f"{name}: expected ONE {role} {what} but got {len(items)} taps; {hint}")
+    t = items[0]
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: {role} must be a torch.Tensor, got {type(t).__name__}")
+    return t
+
+
+def tap_lists(student: Any, teacher: Any, name: str, dims: int | None = None, expected: int | None = None,
+              min_layers: int = 1) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Student and (detached) teacher tap lists, checked: equal counts, ``expected`` taps when the loss was
+    built for that many, at least ``min_layers``, tensors with a batch dimension (exactly ``dims`` dimensions
+    when given, e.g. 4 for feature maps) and equal batch sizes."""
+    s_list, t_list = as_list(student), as_list(teacher)
+    check_same_length(s_list, t_list, name)
+    if expected is not None and len(s_list) != expected:
+        raise ValueError(f"{name} was built for {expected} layer(s) (from s_shapes/t_shapes) but got "
+                         f"{len(s_list)}; tap the same layers as in the probe forward that built it")
+    if not s_list:
+        raise ValueError(f"{name}: got no feature taps; tap at least one layer")
+    if len(s_list) < min_layers:
+        raise ValueError(f"{name} needs at least {min_layers} tapped layers, got {len(s_list)}")
+    for i, (s, t) in enumerate(zip(s_list, t_list)):
+        for role, x in (("student", s), ("teacher", t)):
+            if not isinstance(x, torch.Tensor):
+                raise TypeError(f"{name}: {role} tap {i} must be a torch.Tensor, got {type(x).__name__}")
+        if dims is not None and (s.dim() != dims or t.dim() != dims):
+            raise ValueError(f"{name} works on {dims}-D (B x C x H x W) feature maps; layer {i} has student "
+                             f"{tuple(s.shape)} and teacher {tuple(t.shape)}; tap convolutional feature maps")
+        for role, x in (("student", s), ("teacher", t)):
+            if x.dim() < 2:
+                raise ValueError(f"{name}: {role} tap {i} has shape {tuple(x.shape)}; expected a batched "
+                                 f"feature B x D or B x C x H x W")
+        if s.shape[0] != t.shape[0]:
+            raise ValueError(f"{name}: tap {i} batch sizes differ: student {tuple(s.shape)} vs teacher "
+                             f"{tuple(t.shape)}; both networks must see the same batch")
+    return s_list, [t.detach() for t in t_list]
 
 
 def check_maps(s: torch.Tensor, t: torch.Tensor, who: str, what: str = "feature maps") -> None:

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from densekd.losses._utils import as_list, check_maps
+from densekd.losses._utils import check_maps, single_tensor
+from densekd.losses.base import Adversarial
 from densekd.registry import LOSSES
 
 __all__ = ["HolisticKD"]  # Critic / SelfAttention2d: import from this module
@@ -105,7 +106,7 @@ def _default_depth(shape: Sequence[int] | None) -> int:
 
 
 @LOSSES.register()
-class HolisticKD(nn.Module):
+class HolisticKD(Adversarial, nn.Module):
     """Holistic distillation with a WGAN-GP critic (Liu et al., CVPR 2019 / TPAMI 2020; Gulrajani et al. 2017).
 
     A critic ``D`` (``self.discriminator``, a :class:`Critic`: spectral-norm convs, LeakyReLU(0.1), SAGAN
@@ -118,7 +119,8 @@ class HolisticKD(nn.Module):
       ``mean(D(q_s)) - mean(D(q_t)) + gp_weight * mean_b (||grad_x D(x_b)||_2 - 1)^2`` on random
       interpolates ``x = a q_t + (1 - a) q_s``, ``a ~ U(0, 1)`` per sample (reference
       ``CriterionAdditionalGP``); the penalty is computed in fp32 with autocast disabled. A non-finite result
-      raises ``FloatingPointError``. The trainer calls, ``n_critic`` times per student step:
+      raises ``FloatingPointError``. Declares :class:`~densekd.losses.base.Adversarial`; the distillation
+      strategy's critic steps call, ``n_critic`` times per student step:
       ``d_loss = loss.discriminator_loss(s.detach(), t, image); d_opt.zero_grad(); d_loss.backward();
       d_opt.step()``.
 
@@ -200,12 +202,9 @@ class HolisticKD(nn.Module):
 
     # -- inputs ------------------------------------------------------------------------------------
     @staticmethod
-    def _single(x, name: str) -> torch.Tensor:
-        xs = as_list(x)
-        if len(xs) != 1:
-            raise ValueError(f"HolisticKD: got {len(xs)} {name} taps; the critic judges one score map, tap only "
-                             f"the logits")
-        return xs[0]
+    def _single(x, role: str) -> torch.Tensor:
+        return single_tensor(x, "HolisticKD", role, "score map",
+                             hint="the critic judges one score map, tap only the logits")
 
     def _prepare(self, student, teacher, image):
         s, t = self._single(student, "student"), self._single(teacher, "teacher")

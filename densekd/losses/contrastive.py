@@ -14,8 +14,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from densekd.distill.connectors import LinearEmbed
-from densekd.losses._utils import as_list
+from densekd.nn.connectors import LinearEmbed
+from densekd.losses._utils import as_list, shape_list
 from densekd.registry import LOSSES
 
 __all__ = ["CRD"]
@@ -111,7 +111,7 @@ class CRD(nn.Module):
             raise ValueError("CRD needs s_shapes and t_shapes (the observed shapes of the tapped student/teacher "
                              "features, e.g. [torch.Size([B, 64])]) to build its embedding heads; the distiller "
                              "passes them, or give them when building CRD by hand")
-        s_shapes, t_shapes = self._shape_list(s_shapes), self._shape_list(t_shapes)
+        s_shapes, t_shapes = shape_list(s_shapes), shape_list(t_shapes)
         if len(s_shapes) != 1 or len(t_shapes) != 1:
             raise ValueError(f"CRD contrasts one feature per network but got {len(s_shapes)} student and "
                              f"{len(t_shapes)} teacher taps; tap a single tensor, e.g. student='feats[-1]', "
@@ -150,14 +150,6 @@ class CRD(nn.Module):
         self.register_buffer("memory_t", torch.rand(self.num_data, self.feat_dim).mul_(2 * bound).sub_(bound))
         self.register_buffer("z_s", torch.tensor(-1.0))
         self.register_buffer("z_t", torch.tensor(-1.0))
-
-    @staticmethod
-    def _shape_list(shapes: Any) -> list:
-        """A bare ``torch.Size`` (or tuple of ints) is one shape; otherwise a list of shapes."""
-        if isinstance(shapes, torch.Size) or (isinstance(shapes, (list, tuple)) and shapes
-                                              and all(isinstance(d, int) for d in shapes)):
-            return [shapes]
-        return as_list(shapes)
 
     def extra_repr(self) -> str:
         return (f"num_data={self.num_data}, feat_dim={self.feat_dim}, nce_k={self.nce_k}, nce_t={self.nce_t}, "

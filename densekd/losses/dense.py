@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densekd.distill.connectors import build_connector
+from densekd.nn.connectors import build_connector
 from densekd.losses._utils import as_list, check_maps, check_same_length
 from densekd.registry import LOSSES
 
@@ -279,7 +279,7 @@ class CWD(nn.Module):
     normalisation (``sum / (N*C) * T^2``).
 
     Shapes: student ``B x Cs x Hs x Ws``, teacher ``B x Ct x H x W``. When channels differ, a 1x1
-    conv + BN connector (:class:`~densekd.distill.connectors.ConvConnector`, a learnable part of this loss)
+    conv + BN connector (:class:`~densekd.nn.connectors.ConvConnector`, a learnable part of this loss)
     maps the student to ``Ct`` channels; it is built from ``s_shapes``/``t_shapes`` (the distiller passes
     them). CIRKD's connector is a bias-free 1x1 conv without BN. When resolutions differ the (connected)
     student map is bilinearly resized to the teacher's. Several taps -> sum of per-tap losses.

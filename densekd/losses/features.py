@@ -10,8 +10,8 @@ Teacher tensors are always detached here, so no gradient ever reaches the teache
 parts (regressors, connectors, paraphraser/translator) build them from the observed ``s_shapes`` /
 ``t_shapes`` (batched ``torch.Size`` per tap) that the distiller passes to the constructor.
 
-Two-stage methods (AB, FT, FSP) also define ``init_loss``, ``init_trains_student`` and
-``init_parameters()``; RepDistiller's init stage (``helper/pretrain.py``) runs ``init_epochs=30`` epochs of
+Two-stage methods (AB, FT, FSP) declare :class:`~densekd.losses.base.InitStage` (``init_loss``,
+``init_trains_student``, ``init_parameters()``); RepDistiller's init stage (``helper/pretrain.py``) runs ``init_epochs=30`` epochs of
 SGD (momentum 0.9, weight decay 5e-4, lr = the main learning rate 0.05, except FT with ResNet/WRN
 students: 0.01) with the student and teacher in eval mode and only the init modules in train mode.
 """
@@ -24,8 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densekd.distill.connectors import ConvConnector, ConvReg, Paraphraser, Translator
-from densekd.losses._utils import as_list, check_same_length
+from densekd.nn.connectors import ConvConnector, ConvReg, Paraphraser, Translator
+from densekd.losses._utils import as_list, require_shape_pair, tap_lists
+from densekd.losses.base import InitStage, SeparateParams, TeacherModules
 from densekd.registry import LOSSES
 
 __all__ = ["FitNet", "AT", "FT", "NST", "AB", "OFD", "FSP", "VID"]
@@ -34,52 +35,6 @@ __all__ = ["FitNet", "AT", "FT", "NST", "AB", "OFD", "FSP", "VID"]
 # ----------------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------------
-def _shape_list(shapes: Any, which: str, name: str) -> list[torch.Size]:
-    if shapes is None:
-        raise ValueError(f"{name} builds learnable parts from the tapped shapes and needs {which} (a list of "
-                         f"batched torch.Size, one per tap); the distiller passes it from a probe forward, "
-                         f"when building by hand pass e.g. {which}=[f.shape for f in feats]")
-    if isinstance(shapes, torch.Size) or (len(shapes) > 0 and isinstance(shapes[0], int)):
-        shapes = [shapes]
-    out = [torch.Size(s) for s in shapes]
-    if not out:
-        raise ValueError(f"{name}: {which} is empty; tap at least one layer")
-    for s in out:
-        if len(s) != 4:
-            raise ValueError(f"{name} works on 4-D (B x C x H x W) feature maps, but {which} contains "
-                             f"{tuple(s)}; tap convolutional feature maps (e.g. 'feats[1:-1]'), not vectors")
-    return out
-
-
-def _shape_pair(s_shapes: Any, t_shapes: Any, name: str) -> tuple[list[torch.Size], list[torch.Size]]:
-    s = _shape_list(s_shapes, "s_shapes", name)
-    t = _shape_list(t_shapes, "t_shapes", name)
-    if len(s) != len(t):
-        raise ValueError(f"{name}: got {len(s)} student shapes but {len(t)} teacher shapes; list the same "
-                         f"number of layers for student and teacher")
-    return s, t
-
-
-def _layers(student: Any, teacher: Any, name: str, expected: int | None = None,
-            min_layers: int = 1) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Lists of 4-D student / detached teacher maps, checked for count and batch size."""
-    s_list, t_list = as_list(student), as_list(teacher)
-    check_same_length(s_list, t_list, name)
-    if expected is not None and len(s_list) != expected:
-        raise ValueError(f"{name} was built for {expected} layer(s) (from s_shapes/t_shapes) but got "
-                         f"{len(s_list)}; tap the same layers as in the probe forward that built it")
-    if len(s_list) < min_layers:
-        raise ValueError(f"{name} needs at least {min_layers} tapped layers, got {len(s_list)}")
-    for i, (s, t) in enumerate(zip(s_list, t_list)):
-        if s.dim() != 4 or t.dim() != 4:
-            raise ValueError(f"{name} works on 4-D (B x C x H x W) feature maps; layer {i} has student "
-                             f"{tuple(s.shape)} and teacher {tuple(t.shape)}; tap convolutional feature maps")
-        if s.shape[0] != t.shape[0]:
-            raise ValueError(f"{name}: layer {i} batch sizes differ (student {tuple(s.shape)}, teacher "
-                             f"{tuple(t.shape)}); feed the same batch to both networks")
-    return s_list, [t.detach() for t in t_list]
-
-
 def _pool_to_common(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Adaptive-average-pool the larger map to the smaller spatial size (RepDistiller's rule, per axis)."""
     if a.shape[2:] == b.shape[2:]:
@@ -123,11 +78,11 @@ class FitNet(nn.Module):
 
     def __init__(self, s_shapes=None, t_shapes=None, relu: bool = True):
         super().__init__()
-        s, t = _shape_pair(s_shapes, t_shapes, "FitNet")
+        s, t = require_shape_pair(s_shapes, t_shapes, "FitNet")
         self.regressors = nn.ModuleList(ConvReg(a, b, relu=relu) for a, b in zip(s, t))
 
     def forward(self, student, teacher, **extra) -> torch.Tensor:
-        s_list, t_list = _layers(student, teacher, "FitNet", expected=len(self.regressors))
+        s_list, t_list = tap_lists(student, teacher, "FitNet", dims=4, expected=len(self.regressors))
         loss = 0.0
         for i, (s, t, reg) in enumerate(zip(s_list, t_list, self.regressors)):
             out = reg(s)
@@ -166,7 +121,7 @@ class AT(nn.Module):
         self.p = p
 
     def forward(self, student, teacher, **extra) -> torch.Tensor:
-        s_list, t_list = _layers(student, teacher, "AT")
+        s_list, t_list = tap_lists(student, teacher, "AT", dims=4)
         loss = 0.0
         for s, t in zip(s_list, t_list):
             s, t = _pool_to_common(s, t)
@@ -178,7 +133,7 @@ class AT(nn.Module):
 # FT
 # ----------------------------------------------------------------------------------------------------------
 @LOSSES.register()
-class FT(nn.Module):
+class FT(InitStage, SeparateParams, nn.Module):
     """Factor transfer (Kim et al., "Paraphrasing Complex Network: Network Compression via Factor Transfer",
     NeurIPS 2018).
 
@@ -205,7 +160,7 @@ class FT(nn.Module):
 
     def __init__(self, s_shapes=None, t_shapes=None, rate: float = 0.5, p1: float = 2.0, p2: float = 1.0):
         super().__init__()
-        s, t = _shape_pair(s_shapes, t_shapes, "FT")
+        s, t = require_shape_pair(s_shapes, t_shapes, "FT")
         self.paraphrasers = nn.ModuleList(Paraphraser(b[1], rate=rate) for b in t)
         self.translators = nn.ModuleList(Translator(a[1], para.out_channels)
                                          for a, para in zip(s, self.paraphrasers))
@@ -236,7 +191,7 @@ class FT(nn.Module):
         return _params(self.paraphrasers)
 
     def forward(self, student, teacher, **extra) -> torch.Tensor:
-        s_list, t_list = _layers(student, teacher, "FT", expected=len(self.translators))
+        s_list, t_list = tap_lists(student, teacher, "FT", dims=4, expected=len(self.translators))
         loss = 0.0
         for i, (s, t) in enumerate(zip(s_list, t_list)):
             _check_channels("FT", i, s, self._s_channels[i], "student")
@@ -277,7 +232,7 @@ class NST(nn.Module):
         super().__init__()
 
     def forward(self, student, teacher, **extra) -> torch.Tensor:
-        s_list, t_list = _layers(student, teacher, "NST")
+        s_list, t_list = tap_lists(student, teacher, "NST", dims=4)
         loss = 0.0
         for s, t in zip(s_list, t_list):
             s, t = _pool_to_common(s, t)
@@ -291,7 +246,7 @@ class NST(nn.Module):
 # AB
 # ----------------------------------------------------------------------------------------------------------
 @LOSSES.register()
-class AB(nn.Module):
+class AB(InitStage, nn.Module):
     """Activation-boundary distillation (Heo et al., "Knowledge Transfer via Distillation of Activation
     Boundaries Formed by Hidden Neurons", AAAI 2019).
 
@@ -317,7 +272,7 @@ class AB(nn.Module):
 
     def __init__(self, s_shapes=None, t_shapes=None, margin: float = 1.0):
         super().__init__()
-        s, t = _shape_pair(s_shapes, t_shapes, "AB")
+        s, t = require_shape_pair(s_shapes, t_shapes, "AB")
         self.connectors = nn.ModuleList(
             nn.Identity() if tuple(a[1:]) == tuple(b[1:]) else ConvReg(a, b, relu=False) for a, b in zip(s, t))
         n = len(s)
@@ -325,7 +280,7 @@ class AB(nn.Module):
         self.margin = margin
 
     def init_loss(self, student, teacher, **extra) -> torch.Tensor:
-        s_list, t_list = _layers(student, teacher, "AB", expected=len(self.connectors))
+        s_list, t_list = tap_lists(student, teacher, "AB", dims=4, expected=len(self.connectors))
         m = self.margin
         batch = s_list[0].shape[0]
         loss = 0.0
@@ -379,7 +334,7 @@ def _bn_pair(item: Any, i: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @LOSSES.register()
-class OFD(nn.Module):
+class OFD(TeacherModules, nn.Module):
     """Overhaul of feature distillation (Heo et al., "A Comprehensive Overhaul of Feature Distillation",
     ICCV 2019).
 
@@ -409,7 +364,7 @@ class OFD(nn.Module):
 
     def __init__(self, s_shapes=None, t_shapes=None, teacher_bn=None, estimate_batches: int = 10):
         super().__init__()
-        s, t = _shape_pair(s_shapes, t_shapes, "OFD")
+        s, t = require_shape_pair(s_shapes, t_shapes, "OFD")
         for i, (a, b) in enumerate(zip(s, t)):
             if tuple(a[2:]) != tuple(b[2:]):
                 raise ValueError(f"OFD: layer {i} student {tuple(a)} and teacher {tuple(b)} differ in spatial "
@@ -465,7 +420,7 @@ class OFD(nn.Module):
         self.batches_seen += 1
 
     def forward(self, student, teacher, **extra) -> torch.Tensor:
-        s_list, t_list = _layers(student, teacher, "OFD", expected=self.num_layers)
+        s_list, t_list = tap_lists(student, teacher, "OFD", dims=4, expected=self.num_layers)
         for i, t in enumerate(t_list):
             _check_channels("OFD", i, t, self._t_channels[i], "teacher")
         if self.estimate and int(self.batches_seen) < self.estimate_batches:
@@ -497,7 +452,7 @@ def _fsp_matrices(feats: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 @LOSSES.register()
-class FSP(nn.Module):
+class FSP(InitStage, nn.Module):
     """Flow of solution procedure (Yim et al., "A Gift from Knowledge Distillation: Fast Optimization,
     Network Minimization and Transfer Learning", CVPR 2017).
 
@@ -519,7 +474,7 @@ class FSP(nn.Module):
         super().__init__()
         self._s_channels = self._t_channels = None
         if s_shapes is not None and t_shapes is not None:
-            s, t = _shape_pair(s_shapes, t_shapes, "FSP")
+            s, t = require_shape_pair(s_shapes, t_shapes, "FSP")
             self._check([a[1] for a in s], [b[1] for b in t])
 
     @staticmethod
@@ -533,7 +488,7 @@ class FSP(nn.Module):
                              f"the same widths or use another loss (e.g. AT, NST)")
 
     def init_loss(self, student, teacher, **extra) -> torch.Tensor:
-        s_list, t_list = _layers(student, teacher, "FSP", min_layers=2)
+        s_list, t_list = tap_lists(student, teacher, "FSP", dims=4, min_layers=2)
         self._check([s.shape[1] for s in s_list], [t.shape[1] for t in t_list])
         loss = 0.0
         for gs, gt in zip(_fsp_matrices(s_list), _fsp_matrices(t_list)):
@@ -572,7 +527,7 @@ class VID(nn.Module):
         super().__init__()
         if init_pred_var <= eps:
             raise ValueError(f"VID: init_pred_var={init_pred_var} must exceed eps={eps}")
-        s, t = _shape_pair(s_shapes, t_shapes, "VID")
+        s, t = require_shape_pair(s_shapes, t_shapes, "VID")
         self.regressors = nn.ModuleList()
         self.log_scales = nn.ParameterList()
         alpha = math.log(math.expm1(init_pred_var - eps))  # inverse softplus
@@ -588,7 +543,7 @@ class VID(nn.Module):
         self.eps = eps
 
     def forward(self, student, teacher, **extra) -> torch.Tensor:
-        s_list, t_list = _layers(student, teacher, "VID", expected=len(self.regressors))
+        s_list, t_list = tap_lists(student, teacher, "VID", dims=4, expected=len(self.regressors))
         loss = 0.0
         for i, (s, t) in enumerate(zip(s_list, t_list)):
             _check_channels("VID", i, s, self._s_channels[i], "student")

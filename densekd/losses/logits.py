@@ -15,25 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densekd.losses._utils import as_list
+from densekd.losses._utils import single_tensor
+from densekd.losses.base import SelfTeacher, TeacherFree
 from densekd.registry import LOSSES
 
 __all__ = ["KD", "DKD", "LabelSmoothingKD", "TfKD", "CSKD"]
 
 
 # --------------------------------------------------------------------------- helpers
-def _single_tensor(x: Any, name: str, role: str) -> torch.Tensor:
-    """Unwrap a one-item tap list; reject several taps (logit losses act on one tensor)."""
-    items = as_list(x)
-    if len(items) != 1:
-        raise ValueError(f"{name}: expected ONE {role} logits tensor but got {len(items)} taps; "
-                         f"tap the logits once (e.g. student='output')")
-    t = items[0]
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name}: {role} must be a torch.Tensor, got {type(t).__name__}")
-    return t
-
-
 def _check_logits(s: torch.Tensor, t: torch.Tensor | None, name: str, dense_hint: str) -> None:
     if s.dim() != 2:
         raise ValueError(f"{name} expects classification logits of shape B x C; got student shape "
@@ -89,8 +78,8 @@ class KD(nn.Module):
         self.T = _check_temperature(T, "KD")
 
     def forward(self, student: Any, teacher: Any, **extra: Any) -> torch.Tensor:
-        s = _single_tensor(student, "KD", "student")
-        t = _single_tensor(teacher, "KD", "teacher")
+        s = single_tensor(student, "KD", "student", "logits tensor")
+        t = single_tensor(teacher, "KD", "teacher", "logits tensor")
         _check_logits(s, t, "KD", "For dense B x C x H x W logits use the 'PixelWiseKD' loss instead.")
         t = t.detach()
         log_p_s = F.log_softmax(s / self.T, dim=1)
@@ -141,8 +130,8 @@ class DKD(nn.Module):
 
     def forward(self, student: Any, teacher: Any, target: Any = None, epoch: float | None = None,
                 **extra: Any) -> torch.Tensor:
-        s = _single_tensor(student, "DKD", "student")
-        t = _single_tensor(teacher, "DKD", "teacher")
+        s = single_tensor(student, "DKD", "student", "logits tensor")
+        t = single_tensor(teacher, "DKD", "teacher", "logits tensor")
         _check_logits(s, t, "DKD", "DKD is defined for classification logits only.")
         t = t.detach()
         target = _check_target(target, s, "DKD")
@@ -176,7 +165,7 @@ class DKD(nn.Module):
 
 # --------------------------------------------------------------------------- Tf-KD
 @LOSSES.register()
-class LabelSmoothingKD(nn.Module):
+class LabelSmoothingKD(TeacherFree, nn.Module):
     """Tf-KD_reg, the manually designed "virtual teacher" of Yuan et al. CVPR 2020,
     "Revisiting Knowledge Distillation via Label Smoothing Regularization".
 
@@ -193,7 +182,7 @@ class LabelSmoothingKD(nn.Module):
     not tempered.
 
     The teacher network is not used: ``teacher`` may be ``None`` or anything and is
-    ignored; in a config the term needs no ``teacher`` section (``teacher_free = True``,
+    ignored; in a config the term needs no ``teacher`` section (a :class:`~densekd.losses.base.TeacherFree` loss,
     see configs/cifar100/teacher_free/resnet8x4_tfkd.py). The CE term ``(1 - reg_alpha) * CE``
     is the task loss (``task_weight = 1 - reg_alpha``); give this term ``weight=reg_alpha``.
 
@@ -203,7 +192,6 @@ class LabelSmoothingKD(nn.Module):
     Also registered as ``'TfKD'``.
     """
 
-    teacher_free = True  # the distiller runs it without a teacher network (no `teacher` section needed)
 
     def __init__(self, T: float = 20.0, correct_prob: float = 0.99, multiplier: float = 100.0):
         super().__init__()
@@ -221,7 +209,7 @@ class LabelSmoothingKD(nn.Module):
         return p.scatter(1, target[:, None], self.correct_prob)
 
     def forward(self, student: Any, teacher: Any = None, target: Any = None, **extra: Any) -> torch.Tensor:
-        s = _single_tensor(student, "LabelSmoothingKD", "student")
+        s = single_tensor(student, "LabelSmoothingKD", "student", "logits tensor")
         _check_logits(s, None, "LabelSmoothingKD", "Tf-KD is defined for classification logits only.")
         if s.shape[1] < 2:
             raise ValueError(f"LabelSmoothingKD needs at least 2 classes; got logits {tuple(s.shape)}")
@@ -237,7 +225,7 @@ LOSSES.register("TfKD")(LabelSmoothingKD)
 
 # --------------------------------------------------------------------------- CS-KD
 @LOSSES.register()
-class CSKD(nn.Module):
+class CSKD(SelfTeacher, nn.Module):
     """Class-wise self-knowledge distillation (Yun et al., "Regularizing Class-wise Predictions via
     Self-knowledge Distillation", CVPR 2020).
 
@@ -254,7 +242,6 @@ class CSKD(nn.Module):
     weight ``lambda_cls = 1``; their batch of 128 is 64 anchors + 64 partners, i.e. ``batch_size=64`` here.
     """
 
-    teacher_free = True
     self_teacher_input = "pair_image"  # the distiller runs the student on this batch key for ``teacher``
 
     def __init__(self, T: float = 4.0):
@@ -262,11 +249,11 @@ class CSKD(nn.Module):
         self.T = _check_temperature(T, "CSKD")
 
     def forward(self, student: Any, teacher: Any = None, **extra: Any) -> torch.Tensor:
-        s = _single_tensor(student, "CSKD", "student")
+        s = single_tensor(student, "CSKD", "student", "logits tensor")
         if teacher is None:
             raise ValueError("CSKD needs the student's logits on class-mates as `teacher`; the distiller provides "
                              "them when the training set is wrapped in ClassPairDataset (batch key 'pair_image')")
-        t = _single_tensor(teacher, "CSKD", "teacher")
+        t = single_tensor(teacher, "CSKD", "teacher", "logits tensor")
         _check_logits(s, t, "CSKD", "CS-KD is defined for classification logits only.")
         q = F.softmax(t.detach() / self.T, dim=1)
         kl = F.kl_div(F.log_softmax(s / self.T, dim=1), q, reduction="sum")

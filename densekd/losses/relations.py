@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densekd.distill.connectors import LinearEmbed
-from densekd.losses._utils import as_list, check_same_length
+from densekd.nn.connectors import LinearEmbed
+from densekd.losses._utils import check_same_length, shape_list, tap_lists
 from densekd.registry import LOSSES
 
 __all__ = ["SP", "CC", "RKD", "PKT", "IRG"]
@@ -29,35 +29,12 @@ __all__ = ["SP", "CC", "RKD", "PKT", "IRG"]
 
 # --------------------------------------------------------------------------- helpers
 def _pairs(student: Any, teacher: Any, name: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Student/teacher tap lists of equal length with matching batch sizes (teacher detached)."""
-    s_list, t_list = as_list(student), as_list(teacher)
-    check_same_length(s_list, t_list, name)
-    if not s_list:
-        raise ValueError(f"{name}: got no feature taps; tap at least one layer")
-    for i, (s, t) in enumerate(zip(s_list, t_list)):
-        for role, x in (("student", s), ("teacher", t)):
-            if not isinstance(x, torch.Tensor):
-                raise TypeError(f"{name}: {role} tap {i} must be a torch.Tensor, got {type(x).__name__}")
-            if x.dim() < 2:
-                raise ValueError(f"{name}: {role} tap {i} has shape {tuple(x.shape)}; expected a batched "
-                                 f"feature B x D or B x C x H x W")
-        if s.shape[0] != t.shape[0]:
-            raise ValueError(f"{name}: tap {i} batch sizes differ: student {tuple(s.shape)} vs teacher "
-                             f"{tuple(t.shape)}; both networks must see the same batch")
-    return [(s, t.detach()) for s, t in zip(s_list, t_list)]
+    """(student, detached teacher) per tap, checked by :func:`~densekd.losses._utils.tap_lists`."""
+    return list(zip(*tap_lists(student, teacher, name)))
 
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1)
-
-
-def _shape_list(shapes: Any) -> list[torch.Size] | None:
-    if shapes is None:
-        return None
-    if isinstance(shapes, torch.Size) or (isinstance(shapes, (list, tuple)) and shapes
-                                          and isinstance(shapes[0], int)):
-        return [torch.Size(shapes)]
-    return [torch.Size(s) for s in shapes]
 
 
 # --------------------------------------------------------------------------- SP
@@ -118,7 +95,7 @@ class CC(nn.Module):
     def __init__(self, s_shapes: Sequence[torch.Size] | None = None, t_shapes: Sequence[torch.Size] | None = None,
                  feat_dim: int = 128):
         super().__init__()
-        s_shapes, t_shapes = _shape_list(s_shapes), _shape_list(t_shapes)
+        s_shapes, t_shapes = shape_list(s_shapes), shape_list(t_shapes)
         if s_shapes is None or t_shapes is None:
             raise ValueError("CC builds its student/teacher embeddings from the tapped shapes: pass "
                              "s_shapes=[torch.Size([B, ...])] and t_shapes=[...] (the distiller does this "
@@ -343,7 +320,7 @@ class IRG(nn.Module):
         if connector not in (None, "linear"):
             raise ValueError(f"IRG: connector={connector!r}; use None (equal widths) or 'linear'")
         self.connector_kind = connector
-        self.s_shapes, self.t_shapes = _shape_list(s_shapes), _shape_list(t_shapes)
+        self.s_shapes, self.t_shapes = shape_list(s_shapes), shape_list(t_shapes)
         self.connectors = nn.ModuleDict()
         if self.s_shapes is not None and self.t_shapes is not None:
             check_same_length(self.s_shapes, self.t_shapes, "IRG")

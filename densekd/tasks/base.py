@@ -20,6 +20,15 @@ def main_output(output: Any) -> torch.Tensor:
     return output["out"] if isinstance(output, dict) else output
 
 
+def batch_input(batch: dict, key: str, who: str) -> torch.Tensor:
+    """``batch[key]``: the input a network reads (``student_input``, ``teacher.input``), or a KeyError naming
+    the keys the batch has and the setting to change."""
+    if key not in batch:
+        raise KeyError(f"{who} reads batch[{key!r}] but the batch has keys {sorted(batch)}; set student_input "
+                       f"/ teacher.input to one of them, or use a dataset that yields {key!r}")
+    return batch[key]
+
+
 class Evaluator:
     """Accumulates sufficient statistics as tensors, so ranks can sum them.
 

@@ -3,4 +3,4 @@
 distill = [dict(type='FT', student='feats[-2]', teacher='feats[-2]', rate=0.5, p1=2, weight=200)]
 # RepDistiller pre-trains the paraphraser with lr 0.01 for ResNet/WRN students, with the main lr otherwise
 # (the vgg13 -> vgg8 experiment sets init_lr back to 0.05).
-train = dict(init_epochs=30, init_lr=0.01)
+strategy = dict(type='distillation', init_epochs=30, init_lr=0.01)

@@ -1,2 +1,2 @@
 _base_ = ['../../../_base_/cifar100/pairs/vgg13-vgg8.py', '../../../_base_/cifar100/methods/ft.py']
-train = dict(init_lr=0.05)  # RepDistiller uses the main lr for the paraphraser of non-ResNet/WRN students
+strategy = dict(init_lr=0.05)  # RepDistiller uses the main lr for the paraphraser of non-ResNet/WRN students

@@ -1,0 +1,4 @@
+"""Strategies: who trains and how one step goes (see :mod:`densekd.strategies.base`)."""
+from densekd.strategies.base import BuildContext, Phase, Strategy  # noqa: F401
+from densekd.strategies.distillation import DistillationStrategy  # noqa: F401
+from densekd.strategies.mutual import MutualLearningStrategy  # noqa: F401
