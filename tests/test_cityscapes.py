@@ -55,7 +55,7 @@ def test_synthetic_is_deterministic_per_split_and_index_not_global_rng():
 
 
 def test_synthetic_label_noise_relabels_whole_objects_as_lookalikes():
-    from densekd.data.cityscapes import _LOOKALIKES, _draw_scene, _sample_seed
+    from densekd.data.synthetic_cityscapes import _LOOKALIKES, _draw_scene, _sample_seed
 
     clean = SyntheticCityscapes(split="train", num_samples=60, augment=False)
     noisy = SyntheticCityscapes(split="train", num_samples=60, augment=False, label_noise=0.3)
