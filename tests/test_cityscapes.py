@@ -35,6 +35,25 @@ def test_classes_and_palette():
     assert SyntheticCityscapes.CLASSES == Cityscapes.CLASSES
 
 
+def test_synthetic_module_imports_in_either_order():
+    """The generator lives in densekd.data.synthetic_cityscapes; the loader module re-exports it lazily."""
+    import subprocess
+    import sys
+
+    from densekd.data import synthetic_cityscapes
+
+    assert SyntheticCityscapes is synthetic_cityscapes.SyntheticCityscapes
+    assert DATASETS.get("SyntheticCityscapes") is SyntheticCityscapes
+    for first, second in (("synthetic_cityscapes", "cityscapes"), ("cityscapes", "synthetic_cityscapes")):
+        code = (f"import densekd.data.{first}; from densekd.data.{second} import SyntheticCityscapes as S; "
+                f"from densekd.data.synthetic_cityscapes import SyntheticCityscapes as T; assert S is T")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert proc.returncode == 0, proc.stderr
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        cs.Nope
+
+
 # ---------------------------------------------------------------------------------------------- synthetic
 def test_synthetic_is_deterministic_per_split_and_index_not_global_rng():
     ds = SyntheticCityscapes(split="train", augment=False)

@@ -359,12 +359,12 @@ class SyntheticCityscapes(Dataset):
     Sample: ``{'image': 3 x H x W float (normalised), 'target': H x W long}``, H x W = ``image_size``
     (64 x 128 default) for evaluation, ``min(crop_size, image_size)`` for training with augmentation.
 
-    Args: as :class:`~densekd.data.cityscapes.Cityscapes` (``root`` is accepted and ignored, so a config's
-    dataset dict can be re-typed), plus ``num_samples`` (default 200 for train, 50 otherwise), ``image_size``
-    and ``label_noise`` (default 0: exact labels). ``label_noise=p`` imitates annotator confusions: every object of a class with a
-    look-alike (building/wall/fence, vegetation/terrain, traffic light/sign, person/rider, car/truck/bus/train,
-    motorcycle/bicycle) is labelled as a look-alike with probability ``p``, whole objects at a time, from an RNG
-    seeded by (split, index); the image is unchanged. The demo sets it on its training split only.
+    Args: as :class:`~densekd.data.cityscapes.Cityscapes` (``root`` is accepted and ignored, so a config's dataset
+    dict can be re-typed), plus ``num_samples`` (default 200 for train, 50 otherwise), ``image_size`` and
+    ``label_noise`` (default 0: exact labels). ``label_noise=p`` imitates annotator confusions: every object of a
+    class with a look-alike (building/wall/fence, vegetation/terrain, traffic light/sign, person/rider,
+    car/truck/bus/train, motorcycle/bicycle) is labelled as a look-alike with probability ``p``, whole objects at a
+    time, from an RNG seeded by (split, index); the image is unchanged. The demo sets it on its training split only.
     """
 
     CLASSES = CLASSES
