@@ -33,6 +33,9 @@ def test_classes_and_palette():
     assert len(PALETTE) == 19 and PALETTE[0] == (128, 64, 128) and PALETTE[10] == (70, 130, 180)
     assert Cityscapes.synthetic == "SyntheticCityscapes"
     assert SyntheticCityscapes.CLASSES == Cityscapes.CLASSES
+    # the metadata tasks take (class names in reports, colours in pictures), on both datasets
+    for ds in (Cityscapes, SyntheticCityscapes, SyntheticCityscapes(split="val", num_samples=1)):
+        assert ds.class_names == list(CLASSES) and ds.palette == list(PALETTE)
 
 
 def test_synthetic_module_imports_in_either_order():

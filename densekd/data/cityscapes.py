@@ -143,10 +143,15 @@ class Cityscapes(Dataset):
         root: dataset root holding ``leftImg8bit/`` and ``gtFine/``.
         split: ``'train'``, ``'val'`` or ``'test'`` (test labels are all ignore in the official release).
         mean, std: RGB normalisation as fractions of 255 (ImageNet by default).
+
+    Metadata (class attributes, what the segmentation task takes): ``class_names`` (the 19 names in train-id
+    order, :data:`CLASSES`) and ``palette`` (their official RGB colours, :data:`PALETTE`).
     """
 
     CLASSES = CLASSES
     PALETTE = PALETTE
+    class_names = list(CLASSES)  # metadata the task takes (names in reports, colours in pictures)
+    palette = list(PALETTE)
     synthetic = "SyntheticCityscapes"
     num_classes = len(CLASSES)
 

@@ -369,6 +369,8 @@ class SyntheticCityscapes(Dataset):
 
     CLASSES = CLASSES
     PALETTE = PALETTE
+    class_names = list(CLASSES)  # the real dataset's metadata (see Cityscapes)
+    palette = list(PALETTE)
     num_classes = len(CLASSES)
     DEFAULT_SIZES = {"train": 200}
     DEFAULT_OTHER = 50
