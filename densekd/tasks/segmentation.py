@@ -168,8 +168,9 @@ class SegmentationTask(Task):
         if class_names is None:
             class_names = [f"class{i}" for i in range(self.num_classes)]
         if isinstance(class_names, str) or len(class_names) != self.num_classes:
-            raise ValueError(f"class_names must be a list of num_classes={self.num_classes} names; got "
-                             f"{class_names!r}")
+            got = repr(class_names) if isinstance(class_names, str) else f"{len(class_names)} names"
+            raise ValueError(f"class_names must be a list of num_classes={self.num_classes} names (the dataset's "
+                             f"and the task's class counts must agree); got {got}")
         self.class_names = [str(c) for c in class_names]
         self.palette = default_palette(self.num_classes) if palette is None else _check_palette(palette,
                                                                                                 self.num_classes)
