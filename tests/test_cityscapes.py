@@ -33,6 +33,28 @@ def test_classes_and_palette():
     assert len(PALETTE) == 19 and PALETTE[0] == (128, 64, 128) and PALETTE[10] == (70, 130, 180)
     assert Cityscapes.synthetic == "SyntheticCityscapes"
     assert SyntheticCityscapes.CLASSES == Cityscapes.CLASSES
+    # the metadata tasks take (class names in reports, colours in pictures), on both datasets
+    for ds in (Cityscapes, SyntheticCityscapes, SyntheticCityscapes(split="val", num_samples=1)):
+        assert ds.class_names == list(CLASSES) and ds.palette == list(PALETTE)
+
+
+def test_synthetic_module_imports_in_either_order():
+    """The generator lives in densekd.data.synthetic_cityscapes; the loader module re-exports it lazily."""
+    import subprocess
+    import sys
+
+    from densekd.data import synthetic_cityscapes
+
+    assert SyntheticCityscapes is synthetic_cityscapes.SyntheticCityscapes
+    assert DATASETS.get("SyntheticCityscapes") is SyntheticCityscapes
+    for first, second in (("synthetic_cityscapes", "cityscapes"), ("cityscapes", "synthetic_cityscapes")):
+        code = (f"import densekd.data.{first}; from densekd.data.{second} import SyntheticCityscapes as S; "
+                f"from densekd.data.synthetic_cityscapes import SyntheticCityscapes as T; assert S is T")
+        proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        assert proc.returncode == 0, proc.stderr
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        cs.Nope
 
 
 # ---------------------------------------------------------------------------------------------- synthetic
@@ -55,7 +77,7 @@ def test_synthetic_is_deterministic_per_split_and_index_not_global_rng():
 
 
 def test_synthetic_label_noise_relabels_whole_objects_as_lookalikes():
-    from densekd.data.cityscapes import _LOOKALIKES, _draw_scene, _sample_seed
+    from densekd.data.synthetic_cityscapes import _LOOKALIKES, _draw_scene, _sample_seed
 
     clean = SyntheticCityscapes(split="train", num_samples=60, augment=False)
     noisy = SyntheticCityscapes(split="train", num_samples=60, augment=False, label_noise=0.3)

@@ -188,12 +188,117 @@ def test_evaluator_resizes_scores_to_label():
     assert ev.compute()["pixel_acc"] == 100.0
 
 
-def test_default_class_names_are_cityscapes():
-    task = TASKS.get("segmentation")()
+def test_task_without_class_names_uses_indices_never_cityscapes():
+    task = TASKS.get("segmentation")()  # num_classes=19, nothing about the dataset
     assert task.metrics == ("mIoU", "pixel_acc", "mean_acc") and task.primary_metric == "mIoU"
+    assert task.class_names == [f"class{i}" for i in range(19)]
     ev = task.evaluator()
     ev.update(torch.zeros(1, 2, 2, dtype=torch.long), {"target": torch.zeros(1, 2, 2, dtype=torch.long)})
-    assert ev.compute()["IoU/road"] == 100.0
+    res = ev.compute()
+    assert res["IoU/class0"] == 100.0 and "IoU/road" not in res
+
+
+def test_dataset_class_names_and_palette_reach_the_task():
+    from densekd.data.cityscapes import CLASSES, PALETTE, Cityscapes
+    from densekd.data.synthetic_cityscapes import SyntheticCityscapes
+    from densekd.tasks.base import dataset_metadata
+
+    ds = SyntheticCityscapes(split="val", num_samples=2)
+    meta = dataset_metadata(ds)
+    assert meta == {"class_names": list(CLASSES), "palette": list(PALETTE)}
+    assert dataset_metadata(Cityscapes) == meta  # class attributes of the real loader too
+    task = TASKS.build(dict(type="segmentation"), **meta)
+    assert task.class_names[13] == "car" and task.palette[10] == (70, 130, 180)
+    ev = task.evaluator()
+    target = torch.tensor([[[0, 13], [13, 255]]])
+    ev.update(torch.tensor([[[0, 13], [0, 4]]]), {"target": target})
+    res = ev.compute()
+    assert res["IoU/road"] == pytest.approx(50.0) and res["IoU/car"] == pytest.approx(50.0)
+    assert not any(k.startswith("IoU/class") for k in res)
+    # a config's own names win over the dataset's (the registry only fills unset arguments)
+    own = TASKS.build(dict(type="segmentation", num_classes=2, class_names=["bg", "fg"], palette=[(0, 0, 1),
+                                                                                                  (0, 0, 2)]),
+                      **meta)
+    assert own.class_names == ["bg", "fg"] and own.palette == [(0, 0, 1), (0, 0, 2)]
+
+
+def test_class_names_and_palette_must_match_num_classes():
+    with pytest.raises(ValueError, match="num_classes=3"):
+        SegmentationTask(num_classes=3, class_names=["a", "b"])
+    with pytest.raises(ValueError, match="list of num_classes"):
+        SegmentationTask(num_classes=3, class_names="abc")
+    with pytest.raises(ValueError, match="2 palette colours given for num_classes=3"):
+        SegmentationTask(num_classes=3, palette=[(0, 0, 0), (1, 1, 1)])
+    with pytest.raises(ValueError, match="0..255"):
+        SegmentationTask(num_classes=1, palette=[(0, 0, 300)])
+    with pytest.raises(ValueError, match="0..255"):
+        SegmentationTask(num_classes=1, palette=[(0.5, 0, 0)])
+
+
+# The PASCAL VOC colours of its 20 object classes (aeroplane ... tvmonitor), as published with the devkit.
+VOC_OBJECT_COLOURS = [
+    (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128), (128, 0, 128), (0, 128, 128), (128, 128, 128),
+    (64, 0, 0), (192, 0, 0), (64, 128, 0), (192, 128, 0), (64, 0, 128), (192, 0, 128), (64, 128, 128),
+    (192, 128, 128), (0, 64, 0), (128, 64, 0), (0, 192, 0), (128, 192, 0), (0, 64, 128),
+]
+
+
+def _voc_reference(n):
+    """The devkit's labelcolormap, written out with bitget as in VOCdevkit/VOCcode/VOClabelcolormap.m."""
+    def bitget(v, i):
+        return (v >> i) & 1
+
+    cmap = np.zeros((n, 3), dtype=np.int64)
+    for i in range(n):
+        idx, r, g, b = i, 0, 0, 0
+        for j in range(8):
+            r = r | (bitget(idx, 0) << (7 - j))
+            g = g | (bitget(idx, 1) << (7 - j))
+            b = b | (bitget(idx, 2) << (7 - j))
+            idx = idx >> 3
+        cmap[i] = (r, g, b)
+    return [tuple(int(v) for v in c) for c in cmap]
+
+
+def test_generated_palette_is_the_voc_colour_map_without_black():
+    from densekd.tasks.segmentation import default_palette, voc_palette
+
+    assert voc_palette(21) == [(0, 0, 0)] + VOC_OBJECT_COLOURS
+    assert voc_palette(256) == _voc_reference(256) and len(set(voc_palette(256))) == 256
+    assert default_palette(20) == VOC_OBJECT_COLOURS
+    task = SegmentationTask(num_classes=40)
+    assert task.palette == _voc_reference(41)[1:] and (0, 0, 0) not in task.palette
+
+
+def test_segmentation_pictures_colour_ids_with_the_palette():
+    palette = [(10, 20, 30), (40, 50, 60), (70, 80, 90)]
+    task = SegmentationTask(num_classes=3, palette=palette, ignore_index=255)
+    target = torch.tensor([[0, 2], [255, 1]])
+    assert task.draw_target(target).tolist() == [[[10, 20, 30], [70, 80, 90]], [[0, 0, 0], [40, 50, 60]]]
+    scores = torch.zeros(3, 2, 2)
+    scores[1, 0, 0] = scores[2, 0, 1] = scores[0, 1, :] = 1.0
+    assert task.draw_prediction(scores).tolist() == [[[40, 50, 60], [70, 80, 90]], [[10, 20, 30], [10, 20, 30]]]
+    assert task.draw_prediction(np.array([[2, 2], [0, 1]])).dtype == np.uint8
+    with pytest.raises(ValueError, match="4 channels"):
+        task.draw_prediction(torch.zeros(4, 2, 2))
+    key = task.legend()
+    assert key.shape == (3 * 16, 160, 3) and tuple(key[2 * 16 + 8, 8]) == palette[2]
+    # an ignore index inside the id range is still drawn black
+    odd = SegmentationTask(num_classes=3, palette=palette, ignore_index=1)
+    assert odd.draw_target(np.array([[1, 0]])).tolist() == [[[0, 0, 0], [10, 20, 30]]]
+
+
+def test_metric_report_is_the_per_class_iou_table():
+    from densekd.engine.evaluate import per_class_table
+
+    metrics = {"mIoU": 61.25, "pixel_acc": 90.0, "IoU/road": 97.125, "IoU/traffic sign": 25.375, "mean_acc": 70.0}
+    expected = "| class | IoU (%) |\n|---|---|\n| road | 97.12 |\n| traffic sign | 25.38 |\n"
+    task = SegmentationTask()
+    assert task.metric_report(metrics) == expected == per_class_table(metrics)
+    assert task.metric_report({"mIoU": 50.0}) == "" == per_class_table({"mIoU": 50.0})
+    from densekd.tasks.base import Task
+
+    assert Task().metric_report(metrics) == "" and Task().legend() is None
 
 
 # ---------------------------------------------------------------------------------------------- inference

@@ -1,11 +1,15 @@
-"""Pictures: palette figures (densekd.engine.visualize) and tools/visualize.py."""
+"""Pictures: task-agnostic figures (densekd.engine.visualize), task-drawn panels, and tools/visualize.py."""
 import importlib.util
 
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
+from densekd.data.cityscapes import PALETTE
 from densekd.engine import visualize as vis
+from densekd.tasks.base import Task
+from densekd.tasks.segmentation import SegmentationTask
 from tests.conftest import ROOT, write_config
 
 # Official Cityscapes colours, written out independently of densekd.data.cityscapes.PALETTE
@@ -21,10 +25,23 @@ def load_tool(name):
 
 def test_to_rgb_colours_label_maps_and_ignore_black():
     labels = np.array([[0, 1], [10, 255]])
-    rgb = vis.to_rgb(labels)
+    rgb = vis.to_rgb(labels, palette=PALETTE)
     assert rgb.dtype == np.uint8 and rgb.shape == (2, 2, 3)
     assert tuple(rgb[0, 0]) == ROAD and tuple(rgb[0, 1]) == SIDEWALK and tuple(rgb[1, 0]) == SKY
     assert tuple(rgb[1, 1]) == (0, 0, 0)
+
+
+def test_label_maps_need_a_given_palette():
+    """The engine knows no dataset colours: a label map is drawn only with a palette passed in."""
+    with pytest.raises(ValueError, match="needs a palette"):
+        vis.to_rgb(np.zeros((2, 2), dtype=np.int64))
+    palette = [(10, 20, 30), (200, 100, 0)]
+    rgb = vis.colorize(torch.tensor([[1, 0], [2, -1]]), palette)
+    assert rgb.tolist() == [[[200, 100, 0], [10, 20, 30]], [[0, 0, 0], [0, 0, 0]]]  # ids outside: black
+    with pytest.raises(ValueError, match="0..255"):
+        vis.colorize(np.zeros((1, 1), dtype=np.int64), [(0, 0, 256)])
+    with pytest.raises(ValueError, match="integer class ids"):
+        vis.colorize(np.zeros((1, 1)), palette)
 
 
 def test_to_rgb_denormalizes_image_tensors():
@@ -33,34 +50,34 @@ def test_to_rgb_denormalizes_image_tensors():
     img[0] = 1.0  # -> (1 * 0.5 + 0.5) * 255 = 255
     img[1] = -1.0  # -> (-0.25 + 0.25) * 255 = 0
     img[2] = 0.2  # -> 0.2 * 255 = 51
-    rgb = vis.to_rgb(img, mean, std)
+    rgb = vis.to_rgb(img, mean, std)  # an image needs no palette
     assert rgb.shape == (2, 2, 3)
     assert (rgb[..., 0] == 255).all() and (rgb[..., 1] == 0).all() and (rgb[..., 2] == 51).all()
 
 
 def test_to_rgb_rejects_float_label_maps():
     with pytest.raises(ValueError, match="argmax"):
-        vis.to_rgb(np.zeros((4, 4), dtype=np.float32))
+        vis.to_rgb(np.zeros((4, 4), dtype=np.float32), palette=PALETTE)
 
 
 def test_overlay_blends_and_keeps_ignore_pixels():
     image = np.full((1, 3, 3), 100, dtype=np.uint8)
     labels = np.array([[0, 13, 255]])
-    out = vis.overlay(image, labels, alpha=0.25)
+    out = vis.overlay(image, labels, PALETTE, alpha=0.25)
     expect_road = [round(0.75 * 100 + 0.25 * c) for c in ROAD]
     expect_car = [round(0.75 * 100 + 0.25 * c) for c in CAR]
     assert out[0, 0].tolist() == expect_road
     assert out[0, 1].tolist() == expect_car
     assert out[0, 2].tolist() == [100, 100, 100]
     with pytest.raises(ValueError, match="differ in size"):
-        vis.overlay(image, np.zeros((2, 2), dtype=np.int64))
+        vis.overlay(image, np.zeros((2, 2), dtype=np.int64), PALETTE)
 
 
 def test_figure_layout_size_and_panel_placement():
     h, w = 20, 30
     image = np.full((h, w, 3), 7, dtype=np.uint8)
     labels = np.zeros((h, w), dtype=np.int64)  # all road
-    fig = vis.figure([image, labels, labels], ["image", "ground truth", "student"])
+    fig = vis.figure([image, labels, labels], ["image", "ground truth", "student"], palette=PALETTE)
     th = max(14, min(48, w // 10))  # the documented title-strip rule
     gap = 2
     assert fig.shape == (h + th, 3 * w + 2 * gap, 3)
@@ -72,9 +89,9 @@ def test_figure_layout_size_and_panel_placement():
 
 def test_figure_rejects_mismatched_panels():
     with pytest.raises(ValueError, match="one size"):
-        vis.figure([np.zeros((4, 4), dtype=np.int64), np.zeros((4, 5), dtype=np.int64)])
+        vis.figure([np.zeros((4, 4), dtype=np.int64), np.zeros((4, 5), dtype=np.int64)], palette=PALETTE)
     with pytest.raises(ValueError, match="titles"):
-        vis.figure([np.zeros((4, 4), dtype=np.int64)], ["a", "b"])
+        vis.figure([np.zeros((4, 4), dtype=np.int64)], ["a", "b"], palette=PALETTE)
 
 
 def test_save_png_round_trip(tmp_path):
@@ -84,6 +101,118 @@ def test_save_png_round_trip(tmp_path):
     path = vis.save_png(tmp_path / "sub" / "x.png", rgb)
     back = cv2.imread(str(path), cv2.IMREAD_COLOR)[..., ::-1]
     assert np.array_equal(back, rgb)
+
+
+def test_legend_rows_have_the_given_colours():
+    names, palette = ["a", "b", "c"], [(255, 0, 0), (0, 255, 0), (1, 2, 3)]
+    key = vis.legend(names, palette, swatch=10, width=50)
+    assert key.shape == (30, 50, 3)
+    for i, colour in enumerate(palette):
+        assert (key[i * 10 + 1:i * 10 + 9, 1:9] == np.array(colour, np.uint8)).all()
+    with pytest.raises(ValueError, match="3 class names but 2"):
+        vis.legend(names, palette[:2])
+
+
+# ---------------------------------------------------------------------------------------------- task panels
+class _ListDataset:
+    def __init__(self, samples):
+        self.samples = samples
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, i):
+        return self.samples[i]
+
+
+class _Constant(nn.Module):
+    """Predicts a fixed ``C x H x W`` map for every image."""
+
+    def __init__(self, out):
+        super().__init__()
+        self.register_buffer("out", out)
+        self.w = nn.Parameter(torch.zeros(()))
+
+    def forward(self, x):
+        return self.out[None].expand(x.shape[0], *self.out.shape) + 0 * self.w
+
+
+class _GreyDepthTask(Task):
+    """A dense-regression task the engine has never heard of: depth maps drawn as grey ramps, no legend."""
+
+    def __init__(self, max_depth=10.0):
+        self.max_depth = max_depth
+
+    def _grey(self, depth):
+        v = np.rint(np.clip(np.asarray(depth, dtype=np.float64) / self.max_depth, 0, 1) * 255).astype(np.uint8)
+        return np.repeat(v[..., None], 3, axis=2)
+
+    def draw_target(self, target):
+        return self._grey(target.numpy())
+
+    def draw_prediction(self, prediction):
+        return self._grey(prediction[0].numpy())  # 1 x H x W
+
+
+def test_draw_predictions_uses_the_tasks_own_pictures_and_no_legend(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    h, w = 6, 8
+    depth = torch.full((h, w), 5.0)  # -> grey 128
+    sample = {"image": torch.zeros(3, h, w), "target": depth}
+    model = _Constant(torch.full((1, h, w), 10.0))  # -> white
+    paths = vis.draw_predictions(_GreyDepthTask(), _ListDataset([sample]), {"net": model}, tmp_path, 3)
+    assert [p.name for p in paths] == ["000.png"]
+    assert not (tmp_path / "legend.png").exists()  # the task has no legend
+    fig = cv2.imread(str(paths[0]), cv2.IMREAD_COLOR)[..., ::-1]
+    th, gap = max(14, min(48, w // 10)), 2
+    assert fig.shape == (h + th, 3 * w + 2 * gap, 3)  # image | ground truth | net
+    assert (fig[th:, w + gap:2 * w + gap] == 128).all()
+    assert (fig[th:, 2 * (w + gap):] == 255).all()
+
+
+def test_draw_predictions_with_overridden_panels(tmp_path):
+    """A task may replace the whole row after the image (here: an error map only)."""
+
+    class ErrorOnly(_GreyDepthTask):
+        def panels(self, sample, predictions):
+            return [(f"|{k} - gt|", self._grey((p[0] - sample["target"]).abs().numpy()))
+                    for k, p in predictions.items()]
+
+    h, w = 4, 4
+    sample = {"image": torch.zeros(3, h, w), "target": torch.full((h, w), 2.0)}
+    models = {"a": _Constant(torch.full((1, h, w), 7.0)), "b": _Constant(torch.full((1, h, w), 2.0))}
+    cv2 = pytest.importorskip("cv2")
+    fig = cv2.imread(str(vis.draw_predictions(ErrorOnly(), _ListDataset([sample]), models, tmp_path, 1)[0]))
+    th = vis.title_height(w)
+    assert fig.shape[1] == 3 * w + 2 * 2  # image | |a - gt| | |b - gt|
+    assert (fig[th:, w + 2:2 * w + 2] == round(5 / 10 * 255)).all() and (fig[th:, 2 * (w + 2):] == 0).all()
+
+
+def test_draw_predictions_segmentation_panels_and_legend(tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    h, w, n = 4, 6, 3
+    palette = [(10, 20, 30), (40, 50, 60), (70, 80, 90)]
+    task = SegmentationTask(num_classes=n, class_names=["x", "y", "z"], palette=palette)
+    target = torch.tensor([[0, 1, 2, 255, 0, 0]] * h)
+    scores = torch.zeros(n, h, w)
+    scores[2] = 1.0  # predicts class 2 everywhere
+    sample = {"image": torch.zeros(3, h, w), "target": target}
+    paths = vis.draw_predictions(task, _ListDataset([sample, sample]), {"m": _Constant(scores)}, tmp_path, 1)
+    assert len(paths) == 1
+    fig = cv2.imread(str(paths[0]), cv2.IMREAD_COLOR)[..., ::-1]
+    th = vis.title_height(w)
+    gt = fig[th:, w + 2:2 * w + 2]
+    assert gt[0].tolist() == [list(palette[0]), list(palette[1]), list(palette[2]), [0, 0, 0],
+                              list(palette[0]), list(palette[0])]
+    assert (fig[th:, 2 * (w + 2):] == np.array(palette[2], np.uint8)).all()
+    key = cv2.imread(str(tmp_path / "legend.png"), cv2.IMREAD_COLOR)[..., ::-1]
+    assert key.shape[0] == 3 * 16 and tuple(key[16 + 8, 8]) == palette[1]
+
+
+def test_task_without_pictures_says_so():
+    sample = {"image": torch.zeros(3, 2, 2), "target": 3}
+    with pytest.raises(NotImplementedError, match="draws no pictures"):
+        vis.draw_predictions(Task(), _ListDataset([sample]), {}, "unused", 1)
 
 
 # ---------------------------------------------------------------------------------------------- the tool

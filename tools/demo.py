@@ -79,21 +79,26 @@ def run_stage(name: str, config: Path, cfg, work_dir: Path, overrides: list[str]
 
 def pictures(work_dir: Path, cfgs: dict, num: int, device: str) -> list[Path]:
     """image | ground truth | teacher | baseline | distilled, for the first ``num`` validation scenes."""
+    import copy
+
     import torch
 
-    from densekd.engine.builder import build_datasets, build_model, build_task
+    from densekd.engine.builder import build_datasets, build_model
     from densekd.engine.checkpoint import load_weights
     from densekd.engine.visualize import draw_predictions
+    from densekd.registry import TASKS
+    from densekd.tasks.base import dataset_metadata
 
     dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
     _, val = build_datasets(cfgs["baseline"])
+    # the dataset's class names / palette (Cityscapes') are the task's defaults: legend names, picture colours
+    task = TASKS.build(copy.deepcopy(cfgs["baseline"]["task"]), where="task", **dataset_metadata(val))
     models = {}
     for name, title in (("teacher", "teacher"), ("baseline", "baseline"), ("skd", "distilled")):
         m = build_model(cfgs[name]["model"])
         load_weights(m, work_dir / name / "checkpoints" / "best.pth", what=name)
         models[title] = m.to(dev).eval()
-    return draw_predictions(build_task(cfgs["baseline"]), val, models, work_dir / "pictures", num,
-                            name=lambda i: f"val_{i:03d}")
+    return draw_predictions(task, val, models, work_dir / "pictures", num, name=lambda i: f"val_{i:03d}")
 
 
 def results_table(rows: list[dict]) -> str:

@@ -1,6 +1,6 @@
 #!/usr/bin/env python
-"""Draw segmentation results: one PNG per validation image, image | ground truth | teacher | student, in the
-Cityscapes palette (ignore pixels black).
+"""Draw segmentation results: one PNG per validation image, image | ground truth | teacher | student, drawn by
+the task (segmentation: the dataset's palette, e.g. Cityscapes' official colours; ignore pixels black).
 
     python tools/visualize.py CONFIG CHECKPOINT [--teacher-checkpoint PATH] [--synthetic] [--data-root PATH]
                               [--num N] [--out DIR] [--cfg-options k=v ...] [--device cpu|cuda]
@@ -9,7 +9,7 @@ CHECKPOINT holds the student (the config's ``model``): a densekd checkpoint (bes
 state dict. The teacher column appears when the config has a teacher and its checkpoint can be loaded
 (``teacher.checkpoint`` or ``--teacher-checkpoint``); otherwise it is left out with a note. Predictions use the
 config's inference (``task.mode`` whole / slide, scales, flip). Default ``--out``: ``vis/`` next to the
-checkpoint's ``checkpoints/`` folder (the run's work dir). Also writes ``legend.png``.
+checkpoint's ``checkpoints/`` folder (the run's work dir). Also writes ``legend.png`` (the task's colour key).
 """
 from __future__ import annotations
 
@@ -41,20 +41,24 @@ def _sample_name(dataset, index: int) -> str:
 def visualize(cfg, checkpoint: str, out_dir: Path, num: int = 4, teacher_checkpoint: str | None = None,
               device: str = "auto") -> list[Path]:
     """Write ``num`` figures (and ``legend.png``) to ``out_dir``; returns the figure paths."""
-    import torch
+    import copy
 
     from densekd.engine import distributed as dist
-    from densekd.engine.builder import build_datasets, build_model, build_task, teacher_configs
+    from densekd.engine.builder import build_datasets, build_model, teacher_configs
     from densekd.engine.checkpoint import load_weights
     from densekd.engine.visualize import draw_predictions
+    from densekd.registry import TASKS
+    from densekd.tasks.base import dataset_metadata
 
     if num < 1:
         raise ValueError(f"--num must be >= 1; got {num}")
     dev = dist.setup(device)
-    task = build_task(cfg)
     _, val = build_datasets(cfg)
     if val is None:
         raise ValueError("the config has no data.val dataset to draw")
+    # the dataset's class names / palette are the task's defaults (names in the legend, colours in pictures)
+    task = TASKS.build(copy.deepcopy(cfg.get("task", dict(type="classification"))), where="task",
+                       **dataset_metadata(val))
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"student checkpoint not found: {checkpoint}")
     student = build_model(cfg["model"])

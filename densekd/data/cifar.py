@@ -23,6 +23,20 @@ CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
 CIFAR100_STD = (0.2675, 0.2565, 0.2761)
 SPLITS = ("train", "test")
 
+# The 100 fine label names in label order, as the official ``meta`` pickle's ``fine_label_names``.
+FINE_LABEL_NAMES: tuple[str, ...] = (
+    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle", "bowl", "boy",
+    "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle", "chair", "chimpanzee", "clock",
+    "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur", "dolphin", "elephant", "flatfish",
+    "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard", "lamp", "lawn_mower", "leopard", "lion",
+    "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain", "mouse", "mushroom", "oak_tree", "orange",
+    "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree", "plain", "plate", "poppy", "porcupine",
+    "possum", "rabbit", "raccoon", "ray", "road", "rocket", "rose", "sea", "seal", "shark", "shrew", "skunk",
+    "skyscraper", "snail", "snake", "spider", "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank",
+    "telephone", "television", "tiger", "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale",
+    "willow_tree", "wolf", "woman", "worm",
+)
+
 
 def cifar_augment(image: np.ndarray, padding: int = 4) -> np.ndarray:
     """Random 32x32 crop of the zero-padded image, then a random horizontal flip (HxWxC uint8).
@@ -46,6 +60,8 @@ def to_normalized_tensor(image: np.ndarray, mean=CIFAR100_MEAN, std=CIFAR100_STD
 
 class _CIFARBase(Dataset):
     num_classes = 100
+    class_names = list(FINE_LABEL_NAMES)  # metadata the task takes; a real copy's ``meta`` file overrides it
+    palette = None  # no label maps to colour
 
     def __init__(self, split: str, augment: bool | None, mean, std):
         if split not in SPLITS:
@@ -74,6 +90,9 @@ class CIFAR100(_CIFARBase):
         root: folder containing ``cifar-100-python/`` (or that folder itself).
         split: ``'train'`` (50,000 images) or ``'test'`` (10,000).
         augment: random crop 32 (padding 4) + horizontal flip; default on for train only.
+
+    ``class_names``: the ``fine_label_names`` of ``meta`` when the file is there, else the official list
+    (:data:`FINE_LABEL_NAMES`).
     """
 
     synthetic = "SyntheticCIFAR100"
@@ -106,6 +125,11 @@ class CIFAR100(_CIFARBase):
         if meta.is_file():
             with open(meta, "rb") as f:
                 self.classes = pickle.load(f, encoding="latin1").get("fine_label_names")
+        if self.classes is not None:
+            if len(self.classes) != self.num_classes:
+                raise ValueError(f"{meta}: fine_label_names has {len(self.classes)} names; CIFAR-100 has "
+                                 f"{self.num_classes}")
+            self.class_names = [str(c) for c in self.classes]
 
 
 @DATASETS.register()
@@ -114,7 +138,8 @@ class SyntheticCIFAR100(_CIFARBase):
 
     Each class owns a smooth colour pattern (a random 4x4x3 map upsampled to
     32x32) and an oriented stripe texture; a sample is its class pattern, shifted
-    and contrast-jittered, plus noise. Content depends only on ``(split, index)``.
+    and contrast-jittered, plus noise. Content depends only on ``(split, index)``. ``class_names`` are
+    CIFAR-100's (:data:`FINE_LABEL_NAMES`).
     """
 
     def __init__(self, root: str | None = None, split: str = "train", augment: bool | None = None,

@@ -1,8 +1,9 @@
-"""Pictures of segmentation results: palette maps, overlays and side-by-side figures (``tools/visualize.py``,
+"""Task-agnostic pictures: palette maps, overlays, legends and side-by-side figures (``tools/visualize.py``,
 ``tools/demo.py``).
 
-Everything works on numpy arrays: images are ``H x W x 3`` uint8 RGB, label maps ``H x W`` integer train ids
-(255 = ignore, drawn black). A *figure* is one row of equally sized panels, each with a title strip above it::
+Everything works on numpy arrays: images are ``H x W x 3`` uint8 RGB, label maps ``H x W`` integer ids coloured
+with a *given* palette (ids outside it, e.g. 255 = ignore, drawn black). A *figure* is one row of equally sized
+panels, each with a title strip above it::
 
     +-----------+--+-----------+--+-----------+
     |   image   |  |  ground   |  |  student  |   <- title strip, title_height(W) pixels
@@ -12,8 +13,9 @@ Everything works on numpy arrays: images are ``H x W x 3`` uint8 RGB, label maps
                  GAP px (white)
 
 so a figure of ``n`` panels of ``H x W`` is ``(H + title_height(W)) x (n * W + (n - 1) * GAP)`` pixels.
-Colours: the official Cityscapes palette (:data:`densekd.data.cityscapes.PALETTE`) via
-:func:`densekd.data.cityscapes.colorize`.
+What goes into the panels after the input image is the task's (:meth:`densekd.tasks.base.Task.panels`:
+e.g. the segmentation task colours label maps with its dataset's palette), as is the legend
+(:meth:`~densekd.tasks.base.Task.legend`); this module knows no class names or colours.
 """
 from __future__ import annotations
 
@@ -24,7 +26,6 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from densekd.data.cityscapes import CLASSES, PALETTE, colorize
 from densekd.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
 
 try:
@@ -36,7 +37,7 @@ GAP = 2
 """White pixels between panels."""
 
 __all__ = ["GAP", "title_height", "colorize", "overlay", "figure", "legend", "save_png", "to_rgb",
-           "predict_labels", "draw_predictions"]
+           "predict_sample", "draw_predictions"]
 
 
 def title_height(width: int) -> int:
@@ -51,12 +52,37 @@ def _check_rgb(img: np.ndarray, what: str) -> np.ndarray:
     return img
 
 
+def _palette_array(palette: Sequence[Sequence[int]]) -> np.ndarray:
+    pal = np.asarray(palette)
+    if pal.ndim != 2 or pal.shape[1] != 3 or len(pal) == 0:
+        raise ValueError(f"a palette is a non-empty list of (r, g, b) colours; got an array of shape {pal.shape}")
+    if not np.issubdtype(pal.dtype, np.integer) or pal.min() < 0 or pal.max() > 255:
+        raise ValueError("palette colours must be integers in 0..255")
+    return pal.astype(np.uint8)
+
+
+def colorize(labels: np.ndarray | torch.Tensor, palette: Sequence[Sequence[int]]) -> np.ndarray:
+    """Label map ``H x W`` (integer ids) -> ``H x W x 3`` uint8 RGB: id ``i`` gets ``palette[i]``; ids outside
+    ``[0, len(palette))`` (ignore 255...) are black."""
+    if isinstance(labels, torch.Tensor):
+        labels = labels.detach().cpu().numpy()
+    labels = np.asarray(labels)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"a label map must hold integer class ids; got {labels.dtype} "
+                         f"(take argmax over the class dimension first)")
+    pal = _palette_array(palette)
+    out = np.zeros(labels.shape + (3,), dtype=np.uint8)
+    valid = (labels >= 0) & (labels < len(pal))
+    out[valid] = pal[labels[valid].astype(np.int64)]
+    return out
+
+
 def to_rgb(panel: np.ndarray | torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
-           std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
+           std: Sequence[float] = IMAGENET_STD, palette: Sequence[Sequence[int]] | None = None) -> np.ndarray:
     """A panel as ``H x W x 3`` uint8 RGB.
 
-    Accepts an RGB uint8 array (returned as is), a label map ``H x W`` (ints; coloured with the Cityscapes
-    palette, ignore = black) or a normalised image tensor ``3 x H x W`` (de-normalised with ``mean``/``std``).
+    Accepts an RGB uint8 array (returned as is), a normalised image tensor ``3 x H x W`` (de-normalised with
+    ``mean``/``std``) or, when a ``palette`` is given, a label map ``H x W`` (ints; see :func:`colorize`).
     """
     if isinstance(panel, torch.Tensor):
         if panel.dim() == 3 and panel.shape[0] == 3 and panel.is_floating_point():
@@ -67,12 +93,16 @@ def to_rgb(panel: np.ndarray | torch.Tensor, mean: Sequence[float] = IMAGENET_ME
         if np.issubdtype(panel.dtype, np.floating):
             raise ValueError("a 2-D panel is a label map and must hold integer class ids; got floats "
                              "(take argmax over the class dimension first)")
-        return colorize(panel)
+        if palette is None:
+            raise ValueError("a 2-D panel is a label map and needs a palette to be drawn (pass palette=..., "
+                             "or let the task draw it: task.draw_target / task.draw_prediction)")
+        return colorize(panel, palette)
     return _check_rgb(panel, "panel")
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5, ignore_index: int = 255) -> np.ndarray:
-    """Blend the palette colours of ``labels`` over ``image``: ``(1 - alpha) * image + alpha * colour``,
+def overlay(image: np.ndarray, labels: np.ndarray, palette: Sequence[Sequence[int]], alpha: float = 0.5,
+            ignore_index: int = 255) -> np.ndarray:
+    """Blend the ``palette`` colours of ``labels`` over ``image``: ``(1 - alpha) * image + alpha * colour``,
     rounded to uint8; ignore pixels keep the image. ``image`` H x W x 3 uint8, ``labels`` H x W ints."""
     image = _check_rgb(image, "image")
     labels = np.asarray(labels)
@@ -80,7 +110,7 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5, ignore_in
         raise ValueError(f"labels {labels.shape} and image {image.shape[:2]} differ in size")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1]; got {alpha}")
-    mixed = (1.0 - alpha) * image.astype(np.float32) + alpha * colorize(labels).astype(np.float32)
+    mixed = (1.0 - alpha) * image.astype(np.float32) + alpha * colorize(labels, palette).astype(np.float32)
     out = np.where((labels == ignore_index)[..., None], image.astype(np.float32), mixed)
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
@@ -102,15 +132,16 @@ def _put_text(strip: np.ndarray, text: str) -> None:
 
 
 def figure(panels: Sequence[np.ndarray | torch.Tensor], titles: Sequence[str] | None = None,
-           mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> np.ndarray:
+           mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+           palette: Sequence[Sequence[int]] | None = None) -> np.ndarray:
     """One row of titled panels (see the module docstring for the exact layout and size).
 
-    ``panels``: images / label maps / normalised image tensors (see :func:`to_rgb`), all ``H x W``.
-    ``titles``: one per panel (or ``None`` for empty strips). Returns ``H' x W' x 3`` uint8 RGB.
+    ``panels``: RGB images / normalised image tensors / label maps (with ``palette``; see :func:`to_rgb`), all
+    ``H x W``. ``titles``: one per panel (or ``None`` for empty strips). Returns ``H' x W' x 3`` uint8 RGB.
     """
     if not panels:
         raise ValueError("figure needs at least one panel")
-    rgb = [to_rgb(p, mean, std) for p in panels]
+    rgb = [to_rgb(p, mean, std, palette) for p in panels]
     h, w = rgb[0].shape[:2]
     for i, p in enumerate(rgb):
         if p.shape[:2] != (h, w):
@@ -130,11 +161,12 @@ def figure(panels: Sequence[np.ndarray | torch.Tensor], titles: Sequence[str] | 
     return out
 
 
-def legend(classes: Sequence[str] = CLASSES, palette: Sequence[Sequence[int]] = PALETTE,
-           swatch: int = 16, width: int = 160) -> np.ndarray:
+def legend(classes: Sequence[str], palette: Sequence[Sequence[int]], swatch: int = 16,
+           width: int = 160) -> np.ndarray:
     """A colour key: one row per class (``swatch`` px high) with its palette colour and name."""
     if len(classes) != len(palette):
         raise ValueError(f"{len(classes)} class names but {len(palette)} palette colours")
+    palette = _palette_array(palette)
     out = np.full((swatch * len(classes), width, 3), 255, dtype=np.uint8)
     for i, (name, color) in enumerate(zip(classes, palette)):
         y0 = i * swatch
@@ -161,27 +193,31 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
 
 
 @torch.no_grad()
-def predict_labels(task, model: torch.nn.Module, images: torch.Tensor) -> np.ndarray:
-    """Class ids ``B x H x W`` (int64 numpy) for ``B x 3 x H x W`` images: the task's inference
-    (whole image / sliding window, scales, flips) then argmax. The model is put in eval mode."""
+def predict_sample(task, model: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
+    """The task's inference (whole image / sliding window, scales, flips...) on one ``C x H x W`` image, on the
+    model's device; returns the prediction without the batch dimension, on the CPU. The model is put in eval
+    mode."""
     model.eval()
     device = next(model.parameters()).device
-    probs = task.predict(model, images.to(device))
-    return probs.argmax(1).cpu().numpy()
+    return task.predict(model, image[None].to(device))[0].cpu()
 
 
 def draw_predictions(task, dataset, models: dict[str, torch.nn.Module], out_dir: str | os.PathLike, num: int,
                      name=lambda i: f"{i:03d}", **norm) -> list[Path]:
-    """For the first ``num`` samples of ``dataset``: one figure image | ground truth | each model's prediction
-    (titled by the keys of ``models``), written to ``out_dir / f'{name(i)}.png'``, plus ``legend.png``;
-    ``norm`` (``mean`` / ``std``) undoes the image normalisation. Returns the figure paths."""
+    """For the first ``num`` samples of ``dataset``: one figure of the input image followed by the task's
+    panels (:meth:`~densekd.tasks.base.Task.panels`: by default ground truth, then each model's prediction,
+    titled by the keys of ``models``), written to ``out_dir / f'{name(i)}.png'``; plus ``legend.png`` when the
+    task has a legend. ``norm`` (``mean`` / ``std``) undoes the image normalisation. Returns the figure
+    paths."""
     out_dir = Path(out_dir)
     paths = []
     for i in range(min(num, len(dataset))):
         sample = dataset[i]
-        preds = [predict_labels(task, m, sample["image"][None])[0] for m in models.values()]
-        panels = [sample["image"], sample["target"].numpy()] + preds
-        fig = figure(panels, ["image", "ground truth"] + list(models), **norm)
+        preds = {title: predict_sample(task, m, sample["image"]) for title, m in models.items()}
+        titled = [("image", to_rgb(sample["image"], **norm))] + list(task.panels(sample, preds))
+        fig = figure([p for _, p in titled], [t for t, _ in titled])
         paths.append(save_png(out_dir / f"{name(i)}.png", fig))
-    save_png(out_dir / "legend.png", legend())
+    key = task.legend()
+    if key is not None:
+        save_png(out_dir / "legend.png", key)
     return paths

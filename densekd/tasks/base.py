@@ -1,4 +1,5 @@
-"""What a task contributes to training: its loss, its inference and its metrics.
+"""What a task contributes to training: its loss, its inference and its metrics -- and how its targets,
+predictions and metrics are shown (pictures, legend, metric report).
 
 A batch is a dict: ``image`` (B x C x H x W float), ``target`` (class ids B, a
 label map B x H x W with ignore 255, or a depth map), and optional extras
@@ -6,13 +7,33 @@ label map B x H x W with ignore 255, or a depth map), and optional extras
 
 A model's output is a tensor of scores, or a dict with ``'out'`` (the scores)
 and auxiliary entries (``'aux'``) in training mode.
+
+Dataset metadata: a dataset may carry ``class_names`` (list of str) and, for segmentation, ``palette``
+(list of RGB tuples) as attributes; :func:`dataset_metadata` collects them, and tasks accept them as
+constructor arguments (``TASKS.build(cfg, **dataset_metadata(dataset))`` offers them as defaults; a task
+that does not take one ignores it). Tasks never guess them from ``num_classes``.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
+import numpy as np
 import torch
 from torch import nn
+
+METADATA = ("class_names", "palette")
+"""Dataset attributes a task may take as constructor arguments."""
+
+
+def dataset_metadata(dataset: Any) -> dict[str, Any]:
+    """The :data:`METADATA` attributes ``dataset`` defines (wrappers forward them), without the ``None`` ones:
+    keyword defaults for building its task."""
+    out = {}
+    for name in METADATA:
+        value = getattr(dataset, name, None)
+        if value is not None:
+            out[name] = list(value)
+    return out
 
 
 def main_output(output: Any) -> torch.Tensor:
@@ -55,11 +76,22 @@ class Evaluator:
 
 
 class Task:
-    """Base task. Subclasses set ``metrics``, ``primary_metric`` and ``higher_is_better``."""
+    """Base task. Subclasses set ``metrics``, ``primary_metric`` and ``higher_is_better``.
+
+    Presentation (used by :mod:`densekd.engine.visualize` and the tools, which know nothing task-specific):
+
+    * :meth:`draw_target` / :meth:`draw_prediction`: one sample's target / prediction as an ``H x W x 3``
+      uint8 RGB picture (not defined here: a task without pictures raises ``NotImplementedError``);
+    * :meth:`panels`: the titled pictures of one sample after the input image (default: the ground truth,
+      then one per model);
+    * :meth:`legend`: a colour key picture, or ``None``;
+    * :meth:`metric_report`: Markdown details of a metrics dict beyond the headline numbers ('' by default).
+    """
 
     metrics: tuple[str, ...] = ()
     primary_metric: str = ""
     higher_is_better: bool = True
+    class_names: list[str] | None = None
 
     def loss(self, output: Any, batch: dict) -> dict[str, torch.Tensor]:
         """Task loss terms (names without the ``loss/`` prefix), each already weighted."""
@@ -77,3 +109,28 @@ class Task:
         if old is None:
             return True
         return new > old if self.higher_is_better else new < old
+
+    # -- presentation -------------------------------------------------------------------------------------
+    def draw_target(self, target: Any) -> np.ndarray:
+        """One sample's target (``sample['target']``) as an ``H x W x 3`` uint8 RGB picture."""
+        raise NotImplementedError(f"{type(self).__name__} draws no pictures (it defines no draw_target)")
+
+    def draw_prediction(self, prediction: torch.Tensor) -> np.ndarray:
+        """One sample's prediction (:meth:`predict`'s output without the batch dimension) as ``H x W x 3``
+        uint8 RGB."""
+        raise NotImplementedError(f"{type(self).__name__} draws no pictures (it defines no draw_prediction)")
+
+    def panels(self, sample: dict, predictions: Mapping[str, torch.Tensor]) -> list[tuple[str, np.ndarray]]:
+        """``(title, H x W x 3 uint8)`` pictures of one sample, shown after its input image: the ground truth,
+        then each prediction under its key (``predictions``: title -> :meth:`predict` output for the sample)."""
+        out = [("ground truth", self.draw_target(sample["target"]))]
+        out += [(str(title), self.draw_prediction(pred)) for title, pred in predictions.items()]
+        return out
+
+    def legend(self) -> np.ndarray | None:
+        """A colour key for the pictures (``H x W x 3`` uint8), or ``None`` when they need none."""
+        return None
+
+    def metric_report(self, metrics: Mapping[str, float]) -> str:
+        """Markdown details of ``metrics`` (e.g. a per-class table); '' when the task has none."""
+        return ""

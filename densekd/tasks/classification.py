@@ -1,6 +1,8 @@
 """Image classification: cross-entropy (optionally label-smoothed), top-1/top-5 accuracy in percent."""
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
 
@@ -23,13 +25,20 @@ class ClassificationEvaluator(Evaluator):
 
 @TASKS.register("classification")
 class ClassificationTask(Task):
-    """Cross-entropy on logits (B x num_classes); metrics ``top1``/``top5`` in percent."""
+    """Cross-entropy on logits (B x num_classes); metrics ``top1``/``top5`` in percent.
+
+    ``class_names``: the dataset's (offered by the builder), kept as ``self.class_names`` for reports; the
+    loss and metrics do not use them. No pictures.
+    """
 
     metrics = ("top1", "top5")
     primary_metric = "top1"
 
-    def __init__(self, label_smoothing: float = 0.0):
+    def __init__(self, label_smoothing: float = 0.0, class_names: Sequence[str] | None = None):
         self.label_smoothing = label_smoothing
+        if isinstance(class_names, str):
+            raise ValueError(f"class_names must be a list of names; got the string {class_names!r}")
+        self.class_names = [str(c) for c in class_names] if class_names is not None else None
 
     def loss(self, output, batch: dict) -> dict[str, torch.Tensor]:
         return {"cls": F.cross_entropy(main_output(output), batch["target"], label_smoothing=self.label_smoothing)}

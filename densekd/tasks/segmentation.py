@@ -1,10 +1,12 @@
 """Semantic segmentation: pixel-wise cross-entropy (+ auxiliary head), whole / sliding-window / multi-scale
-inference, confusion-matrix metrics (mIoU, pixel accuracy, mean class accuracy, in percent)."""
+inference, confusion-matrix metrics (mIoU, pixel accuracy, mean class accuracy, in percent), palette pictures
+of label maps and a per-class IoU report."""
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Mapping, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,6 +25,39 @@ def _pair(v, name: str) -> tuple[int, int] | None:
     if len(v) != 2 or min(v) < 1:
         raise ValueError(f"{name} must be an int or a (height, width) pair of positive ints; got {v!r}")
     return v
+
+
+def voc_palette(n: int) -> list[tuple[int, int, int]]:
+    """The first ``n`` colours of the PASCAL VOC colour map (the devkit's ``labelcolormap``): colour ``i`` spreads
+    the bits of ``i`` over the channels, bit ``3k`` to red, ``3k + 1`` to green, ``3k + 2`` to blue, each at
+    value ``2 ** (7 - k)``: 0 -> black, 1 -> (128, 0, 0), 2 -> (0, 128, 0), 3 -> (128, 128, 0), 8 -> (64, 0, 0)...
+    Distinct for ``n <= 256``."""
+    if n < 0:
+        raise ValueError(f"voc_palette needs n >= 0; got {n}")
+    out = []
+    for i in range(n):
+        rgb = [0, 0, 0]
+        for k in range(8):
+            for ch in range(3):
+                rgb[ch] |= ((i >> (3 * k + ch)) & 1) << (7 - k)
+        out.append(tuple(rgb))
+    return out
+
+
+def default_palette(num_classes: int) -> list[tuple[int, int, int]]:
+    """The palette of a dataset that brings none: VOC colours 1..num_classes (:func:`voc_palette` without its
+    black entry 0, so that black stays for ignore pixels)."""
+    return voc_palette(num_classes + 1)[1:]
+
+
+def _check_palette(palette, num_classes: int) -> list[tuple[int, int, int]]:
+    colours = [tuple(c) for c in palette]
+    if len(colours) != num_classes:
+        raise ValueError(f"{len(colours)} palette colours given for num_classes={num_classes}")
+    for c in colours:
+        if len(c) != 3 or not all(isinstance(v, (int, np.integer)) and 0 <= v <= 255 for v in c):
+            raise ValueError(f"palette colours must be (r, g, b) integers in 0..255; got {c!r}")
+    return [tuple(int(v) for v in c) for c in colours]
 
 
 class SegmentationEvaluator(Evaluator):
@@ -89,8 +124,13 @@ class SegmentationTask(Task):
     (e.g. ``(0.5, 0.75, 1.0, 1.25, 1.5, 1.75)``) and ``flip`` average the probabilities over resized and
     horizontally flipped copies, each mapped back to the input size.
 
-    Metrics: ``mIoU`` (primary), ``pixel_acc``, ``mean_acc`` in percent, plus ``IoU/<class>``. Class names
-    default to the 19 Cityscapes classes when ``num_classes == 19``.
+    Metrics: ``mIoU`` (primary), ``pixel_acc``, ``mean_acc`` in percent, plus ``IoU/<class>``;
+    :meth:`metric_report` is the per-class IoU table.
+
+    ``class_names`` / ``palette``: the dataset's (the builder offers its ``class_names`` / ``palette``
+    attributes); without them classes are ``class0``, ``class1``... and coloured with
+    :func:`default_palette`. Pictures (:meth:`draw_target`, :meth:`draw_prediction`) colour label maps with
+    the palette, ignore pixels black; :meth:`legend` is the colour key.
     """
 
     metrics = ("mIoU", "pixel_acc", "mean_acc")
@@ -100,7 +140,8 @@ class SegmentationTask(Task):
     def __init__(self, num_classes: int = 19, ignore_index: int = 255, aux_weight: float = 0.4,
                  class_weights: Sequence[float] | None = None, mode: str = "whole",
                  crop_size: int | Sequence[int] | None = None, stride: int | Sequence[int] | None = None,
-                 scales: Sequence[float] = (1.0,), flip: bool = False, class_names: Sequence[str] | None = None):
+                 scales: Sequence[float] = (1.0,), flip: bool = False, class_names: Sequence[str] | None = None,
+                 palette: Sequence[Sequence[int]] | None = None):
         if mode not in ("whole", "slide"):
             raise ValueError(f"mode must be 'whole' or 'slide'; got {mode!r}")
         self.num_classes = int(num_classes)
@@ -124,13 +165,15 @@ class SegmentationTask(Task):
                 raise ValueError(f"class_weights must have num_classes={self.num_classes} entries; "
                                  f"got shape {tuple(class_weights.shape)}")
         self.class_weights = class_weights
-        if class_names is None and self.num_classes == 19:
-            from densekd.data.cityscapes import CLASSES
-
-            class_names = CLASSES
-        if class_names is not None and len(class_names) != self.num_classes:
-            raise ValueError(f"{len(class_names)} class_names given for num_classes={self.num_classes}")
-        self.class_names = list(class_names) if class_names is not None else None
+        if class_names is None:
+            class_names = [f"class{i}" for i in range(self.num_classes)]
+        if isinstance(class_names, str) or len(class_names) != self.num_classes:
+            got = repr(class_names) if isinstance(class_names, str) else f"{len(class_names)} names"
+            raise ValueError(f"class_names must be a list of num_classes={self.num_classes} names (the dataset's "
+                             f"and the task's class counts must agree); got {got}")
+        self.class_names = [str(c) for c in class_names]
+        self.palette = default_palette(self.num_classes) if palette is None else _check_palette(palette,
+                                                                                                self.num_classes)
 
     # -- training -----------------------------------------------------------------------------------------
     def _ce(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -207,3 +250,46 @@ class SegmentationTask(Task):
 
     def evaluator(self) -> SegmentationEvaluator:
         return SegmentationEvaluator(self.num_classes, self.ignore_index, self.class_names)
+
+    # -- presentation -------------------------------------------------------------------------------------
+    def _picture(self, labels) -> np.ndarray:
+        from densekd.engine.visualize import colorize
+
+        if isinstance(labels, torch.Tensor):
+            labels = labels.detach().cpu().numpy()
+        labels = np.asarray(labels)
+        if labels.ndim != 2:
+            raise ValueError(f"a segmentation picture is drawn from an H x W label map; got shape {labels.shape}")
+        rgb = colorize(labels, self.palette)
+        rgb[labels == self.ignore_index] = 0
+        return rgb
+
+    def draw_target(self, target) -> np.ndarray:
+        """Label map ``H x W`` (train ids) -> palette colours, ignore pixels black."""
+        return self._picture(target)
+
+    def draw_prediction(self, prediction) -> np.ndarray:
+        """Scores ``num_classes x H x W`` (arg-maxed) or class ids ``H x W`` -> palette colours."""
+        if isinstance(prediction, torch.Tensor):
+            prediction = prediction.detach().cpu().numpy()
+        prediction = np.asarray(prediction)
+        if prediction.ndim == 3:
+            if prediction.shape[0] != self.num_classes:
+                raise ValueError(f"prediction has {prediction.shape[0]} channels but the task has num_classes="
+                                 f"{self.num_classes}")
+            prediction = prediction.argmax(0)
+        return self._picture(prediction)
+
+    def legend(self) -> np.ndarray:
+        from densekd.engine.visualize import legend
+
+        return legend(self.class_names, self.palette)
+
+    def metric_report(self, metrics: Mapping[str, float]) -> str:
+        """Markdown table of the per-class IoUs (the ``IoU/<class>`` entries, in their order), or ''."""
+        rows = [(k[len("IoU/"):], v) for k, v in metrics.items() if k.startswith("IoU/")]
+        if not rows:
+            return ""
+        lines = ["| class | IoU (%) |", "|---|---|"]
+        lines += [f"| {name} | {value:.2f} |" for name, value in rows]
+        return "\n".join(lines) + "\n"
