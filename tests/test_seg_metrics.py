@@ -289,13 +289,11 @@ def test_segmentation_pictures_colour_ids_with_the_palette():
 
 
 def test_metric_report_is_the_per_class_iou_table():
-    from densekd.engine.evaluate import per_class_table
-
     metrics = {"mIoU": 61.25, "pixel_acc": 90.0, "IoU/road": 97.125, "IoU/traffic sign": 25.375, "mean_acc": 70.0}
     expected = "| class | IoU (%) |\n|---|---|\n| road | 97.12 |\n| traffic sign | 25.38 |\n"
     task = SegmentationTask()
-    assert task.metric_report(metrics) == expected == per_class_table(metrics)
-    assert task.metric_report({"mIoU": 50.0}) == "" == per_class_table({"mIoU": 50.0})
+    assert task.metric_report(metrics) == expected
+    assert task.metric_report({"mIoU": 50.0}) == ""
     from densekd.tasks.base import Task
 
     assert Task().metric_report(metrics) == "" and Task().legend() is None

@@ -162,7 +162,8 @@ def test_test_tool_evaluates_every_student_of_a_mutual_learning_checkpoint(tiny_
     from densekd.engine.builder import use_synthetic
 
     use_synthetic(cfg)
-    metrics = evaluate_checkpoint(cfg, str(tmp_path / "w/checkpoints/last.pth"), device="cpu")
+    metrics, task = evaluate_checkpoint(cfg, str(tmp_path / "w/checkpoints/last.pth"), device="cpu")
+    assert task.primary_metric == "top1"
     assert set(metrics) == {"student", "peer1"}
     for name in ("student", "peer1"):
         assert metrics[name]["top1"] == pytest.approx(summary["models"][name]["final"]["top1"])

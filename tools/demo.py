@@ -79,20 +79,17 @@ def run_stage(name: str, config: Path, cfg, work_dir: Path, overrides: list[str]
 
 def pictures(work_dir: Path, cfgs: dict, num: int, device: str) -> list[Path]:
     """image | ground truth | teacher | baseline | distilled, for the first ``num`` validation scenes."""
-    import copy
 
     import torch
 
-    from densekd.engine.builder import build_datasets, build_model
+    from densekd.engine.builder import build_datasets, build_model, build_task
     from densekd.engine.checkpoint import load_weights
     from densekd.engine.visualize import draw_predictions
-    from densekd.registry import TASKS
-    from densekd.tasks.base import dataset_metadata
 
     dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
     _, val = build_datasets(cfgs["baseline"])
     # the dataset's class names / palette (Cityscapes') are the task's defaults: legend names, picture colours
-    task = TASKS.build(copy.deepcopy(cfgs["baseline"]["task"]), where="task", **dataset_metadata(val))
+    task = build_task(cfgs["baseline"], val)
     models = {}
     for name, title in (("teacher", "teacher"), ("baseline", "baseline"), ("skd", "distilled")):
         m = build_model(cfgs[name]["model"])

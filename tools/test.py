@@ -25,16 +25,15 @@ def main(argv=None) -> dict:
 
     try:
         cfg = prepare(args)
-        metrics = evaluate_checkpoint(cfg, args.checkpoint, device=args.device)
+        metrics, task = evaluate_checkpoint(cfg, args.checkpoint, device=args.device)
     except USER_ERRORS as exc:
         fail(exc)
     text = json.dumps(metrics, indent=2)
     print(text)
-    from densekd.engine.evaluate import per_class_table
-
-    classes = per_class_table(metrics)
-    if classes:
-        print("\n" + classes)
+    for name, values in (metrics.items() if all(isinstance(v, dict) for v in metrics.values()) else [("", metrics)]):
+        report = task.metric_report(values)
+        if report:
+            print(f"\n{name}\n{report}" if name else "\n" + report)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")

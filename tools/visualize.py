@@ -41,14 +41,11 @@ def _sample_name(dataset, index: int) -> str:
 def visualize(cfg, checkpoint: str, out_dir: Path, num: int = 4, teacher_checkpoint: str | None = None,
               device: str = "auto") -> list[Path]:
     """Write ``num`` figures (and ``legend.png``) to ``out_dir``; returns the figure paths."""
-    import copy
 
     from densekd.engine import distributed as dist
-    from densekd.engine.builder import build_datasets, build_model, teacher_configs
+    from densekd.engine.builder import build_datasets, build_model, build_task, teacher_configs
     from densekd.engine.checkpoint import load_weights
     from densekd.engine.visualize import draw_predictions
-    from densekd.registry import TASKS
-    from densekd.tasks.base import dataset_metadata
 
     if num < 1:
         raise ValueError(f"--num must be >= 1; got {num}")
@@ -57,8 +54,7 @@ def visualize(cfg, checkpoint: str, out_dir: Path, num: int = 4, teacher_checkpo
     if val is None:
         raise ValueError("the config has no data.val dataset to draw")
     # the dataset's class names / palette are the task's defaults (names in the legend, colours in pictures)
-    task = TASKS.build(copy.deepcopy(cfg.get("task", dict(type="classification"))), where="task",
-                       **dataset_metadata(val))
+    task = build_task(cfg, val)
     if not Path(checkpoint).is_file():
         raise FileNotFoundError(f"student checkpoint not found: {checkpoint}")
     student = build_model(cfg["model"])

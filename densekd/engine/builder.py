@@ -18,6 +18,7 @@ from densekd.config import Config, ConfigError, config_name
 from densekd.data.sampling import build_loader
 from densekd.engine.checkpoint import load_weights
 from densekd.registry import DATASETS, MODELS, TASKS
+from densekd.tasks.base import dataset_metadata
 
 
 def _dataset_dicts(node):
@@ -59,14 +60,9 @@ def build_datasets(cfg: Config):
     return train, val
 
 
-def dataset_meta(dataset) -> dict:
-    """Metadata a dataset (or a wrapper around one) declares for its task: ``class_names``, ``palette``."""
-    return {k: getattr(dataset, k) for k in ("class_names", "palette") if getattr(dataset, k, None) is not None}
-
-
 def build_task(cfg: Config, dataset=None):
     """The config's task; the dataset's metadata (class names, palette) fill what the task config leaves unset."""
-    meta = dataset_meta(dataset) if dataset is not None else {}
+    meta = dataset_metadata(dataset) if dataset is not None else {}
     return TASKS.build(copy.deepcopy(cfg.get("task", dict(type="classification"))), where="task", **meta)
 
 

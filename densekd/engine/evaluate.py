@@ -59,9 +59,9 @@ def checkpoint_models(cfg: Config, ckpt: dict) -> dict[str, torch.nn.Module]:
     return models
 
 
-def evaluate_checkpoint(cfg: Config, checkpoint: str, device: str = "auto") -> dict:
-    """Metrics of a checkpoint on the config's validation set: a flat dict for one model, ``{name: metrics}``
-    when the run evaluates several (e.g. mutual learning's students)."""
+def evaluate_checkpoint(cfg: Config, checkpoint: str, device: str = "auto"):
+    """``(metrics, task)`` of a checkpoint on the config's validation set: metrics as a flat dict for one
+    model, ``{name: metrics}`` when the run evaluates several (e.g. mutual learning's students)."""
     dev = dist.setup(device)
     train_set, val = build_datasets(cfg)
     if val is None:
@@ -71,14 +71,4 @@ def evaluate_checkpoint(cfg: Config, checkpoint: str, device: str = "auto") -> d
     loader = build_val_loader(cfg, val, rank=dist.rank(), world=dist.world_size())
     key = str(cfg.get("student_input", "image"))
     results = {name: run_evaluation(m.to(dev), task, loader, dev, input_key=key) for name, m in models.items()}
-    return next(iter(results.values())) if len(results) == 1 else results
-
-
-def per_class_table(metrics: dict[str, float], prefix: str = "IoU/") -> str:
-    """Markdown table of the per-class entries (``IoU/road``...), or '' when there are none."""
-    rows = [(k[len(prefix):], v) for k, v in metrics.items() if k.startswith(prefix)]
-    if not rows:
-        return ""
-    lines = [f"| class | {prefix.rstrip('/')} (%) |", "|---|---|"]
-    lines += [f"| {name} | {value:.2f} |" for name, value in rows]
-    return "\n".join(lines) + "\n"
+    return (next(iter(results.values())) if len(results) == 1 else results), task
