@@ -9,8 +9,15 @@ A pipeline config is a Python file, loaded with densekd's config loader (so ``_b
     ]
     cfg_options = ['data.num_workers=2']      # optional, applied to every stage
 
+Pipeline keys: ``stages`` (required), ``cfg_options``, ``work_dir`` (instead of the default
+``work_dirs/<pipeline config name>/``), ``description`` (free text). Stage keys: ``name`` (letters,
+digits, ``_``, ``-``; the stage trains in ``<pipeline work dir>/<name>/``), ``config``, ``cfg_options``,
+``description``. A relative ``config`` is looked up from the current directory, the pipeline file's
+directory, then the project root (the folder holding the pipeline file's ``configs/``).
+
 ``cfg_options`` is a list of ``'key=value'`` strings (as ``--cfg-options`` takes them) or a dict
-``{key: value}``. Options apply in this order: the pipeline's, the stage's, then the command line's.
+``{key: value}`` of literals. Options apply in this order: the pipeline's, the stage's, then the
+command line's; then ``--seed``, ``--data-root`` and ``--synthetic`` as ``tools/train.py`` applies them.
 Values of a stage's own options may reference earlier stages (see :mod:`densekd.pipelines.refs`).
 """
 from __future__ import annotations
