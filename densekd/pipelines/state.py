@@ -1,0 +1,52 @@
+"""Where a stage stands, read from its work dir: finished (skip), interrupted (resume) or not started."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+FINISHED, RESUME, FRESH = "finished", "resume", "fresh"
+
+
+def read_summary(stage_dir: Path) -> dict | None:
+    path = Path(stage_dir) / "summary.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def budget_done(summary: dict, max_iters: int | None) -> bool:
+    """The run behind ``summary`` reached the end of its schedule, or used a ``--max-iters`` budget of at
+    least ``max_iters`` iterations (initialisation-stage iterations count, as the trainer counts them)."""
+    if summary.get("completed"):
+        return True
+    if max_iters is None:
+        return False
+    return int(summary.get("iters", 0)) + int(summary.get("init_iters", 0) or 0) >= max_iters
+
+
+@dataclass
+class StageState:
+    status: str  # FINISHED, RESUME or FRESH
+    summary: dict | None
+    reason: str
+
+
+def stage_state(stage_dir: Path, max_iters: int | None = None) -> StageState:
+    """A stage is finished when its ``summary.json`` says completed (or, asked for ``max_iters``, records a
+    run of that many iterations) and its checkpoint is there: ``best.pth``, or ``last.pth`` for a stage
+    without validation metrics. Otherwise ``checkpoints/last.pth`` means interrupted: resume from it."""
+    stage_dir = Path(stage_dir)
+    ckpts = stage_dir / "checkpoints"
+    summary = read_summary(stage_dir)
+    if summary is not None and budget_done(summary, max_iters):
+        needed = ckpts / ("best.pth" if summary.get("best") else "last.pth")
+        if needed.is_file():
+            done = int(summary.get("iters", 0)) + int(summary.get("init_iters", 0) or 0)
+            why = ("summary.json says completed" if summary.get("completed") else
+                   f"summary.json records a run of {done} iterations, --max-iters {max_iters}")
+            return StageState(FINISHED, summary, why)
+    if (ckpts / "last.pth").is_file():
+        return StageState(RESUME, summary, f"{ckpts / 'last.pth'} without a finished summary.json")
+    return StageState(FRESH, None, "no checkpoint yet")
