@@ -416,6 +416,7 @@ class Trainer:
             "device": str(self.device), "synthetic": self.synthetic, "seed": self.seed,
             "time_s": round(seconds, 2), "strategy": (self.cfg.get("strategy") or {}).get("type", "distillation"),
         }
+        out["phase_iters"] = dict(self.phase_iters)
         for p in self.phases:
             out[f"{p.name}_iters"], out[f"{p.name}_total"] = self.phase_iters[p.name], p.iters
         names = list(self.strategy.eval_models())

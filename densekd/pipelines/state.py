@@ -16,14 +16,20 @@ def read_summary(stage_dir: Path) -> dict | None:
         return None
 
 
+def trained_iters(summary: dict) -> int:
+    """Iterations the run behind ``summary`` trained: the main schedule's plus every strategy phase's (the
+    initialisation stage of AB/FT/FSP), as ``--max-iters`` counts them."""
+    return int(summary.get("iters", 0)) + sum(int(n) for n in (summary.get("phase_iters") or {}).values())
+
+
 def budget_done(summary: dict, max_iters: int | None) -> bool:
     """The run behind ``summary`` reached the end of its schedule, or used a ``--max-iters`` budget of at
-    least ``max_iters`` iterations (initialisation-stage iterations count, as the trainer counts them)."""
+    least ``max_iters`` iterations (see :func:`trained_iters`)."""
     if summary.get("completed"):
         return True
     if max_iters is None:
         return False
-    return int(summary.get("iters", 0)) + int(summary.get("init_iters", 0) or 0) >= max_iters
+    return trained_iters(summary) >= max_iters
 
 
 @dataclass
@@ -43,7 +49,7 @@ def stage_state(stage_dir: Path, max_iters: int | None = None) -> StageState:
     if summary is not None and budget_done(summary, max_iters):
         needed = ckpts / ("best.pth" if summary.get("best") else "last.pth")
         if needed.is_file():
-            done = int(summary.get("iters", 0)) + int(summary.get("init_iters", 0) or 0)
+            done = trained_iters(summary)
             why = ("summary.json says completed" if summary.get("completed") else
                    f"summary.json records a run of {done} iterations, --max-iters {max_iters}")
             return StageState(FINISHED, summary, why)
