@@ -1,4 +1,4 @@
-"""Tests for densekd.losses.features (FitNet, AT, FT, NST, AB, OFD, FSP, VID) and the FT/FitNet connectors.
+"""Tests for densekd.losses.features (FitNet, AT, NST, OFD, VID), densekd.losses.two_stage (FT, AB, FSP) and the connectors.
 
 Every numeric test writes the reference equation out independently (explicit loops / numpy) on small
 seeded tensors.
@@ -56,12 +56,13 @@ def pool_blocks(x, k):
 # registry / exports
 # --------------------------------------------------------------------------------------------------------
 def test_exported_and_registered():
-    from densekd.losses import features
+    from densekd.losses import features, two_stage
     for name in ALL:
-        assert name in features.__all__
-        assert getattr(losses_pkg, name) is getattr(features, name)
-        assert LOSSES.get(name) is getattr(features, name)
-        assert getattr(features, name).__doc__ and "20" in getattr(features, name).__doc__  # paper year
+        module = two_stage if name in ("FT", "AB", "FSP") else features
+        assert name in module.__all__
+        assert getattr(losses_pkg, name) is getattr(module, name)
+        assert LOSSES.get(name) is getattr(module, name)
+        assert getattr(module, name).__doc__ and "20" in getattr(module, name).__doc__  # paper year
 
 
 @pytest.mark.parametrize("name", ALL)

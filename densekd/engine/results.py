@@ -9,7 +9,6 @@ runs) are marked, never silently mixed with finished ones.
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 
 def as_list(x: Any) -> list:
@@ -118,3 +120,28 @@ def check_maps(s: torch.Tensor, t: torch.Tensor, who: str, what: str = "feature 
     if s.shape[0] != t.shape[0]:
         raise ValueError(f"{who}: student batch {tuple(s.shape)} and teacher batch {tuple(t.shape)} differ; "
                          f"feed the same images to both networks")
+
+
+def pool_to_common(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Adaptive-average-pool the larger map to the smaller spatial size (RepDistiller's rule, per axis)."""
+    if a.shape[2:] == b.shape[2:]:
+        return a, b
+    size = (min(a.shape[2], b.shape[2]), min(a.shape[3], b.shape[3]))
+    if tuple(a.shape[2:]) != size:
+        a = F.adaptive_avg_pool2d(a, size)
+    if tuple(b.shape[2:]) != size:
+        b = F.adaptive_avg_pool2d(b, size)
+    return a, b
+
+
+def check_channels(name: str, i: int, got: torch.Tensor, built: int, who: str) -> None:
+    """Tap ``i`` of ``who`` has the channel count the loss was built for."""
+    if got.shape[1] != built:
+        raise ValueError(f"{name}: layer {i} {who} has {got.shape[1]} channels but the loss was built for "
+                         f"{built} (from {'s' if who == 'student' else 't'}_shapes); tap the same layers as "
+                         f"in the probe forward")
+
+
+def parameters_of(modules) -> list[nn.Parameter]:
+    """Every parameter of ``modules``, in order."""
+    return [p for m in modules for p in m.parameters()]
