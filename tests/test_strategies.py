@@ -167,3 +167,35 @@ def test_test_tool_evaluates_every_student_of_a_mutual_learning_checkpoint(tiny_
     assert set(metrics) == {"student", "peer1"}
     for name in ("student", "peer1"):
         assert metrics[name]["top1"] == pytest.approx(summary["models"][name]["final"]["top1"])
+
+
+@pytest.mark.parametrize("name", ["resnet32_resnet32_dml", "resnet32_wrn_16_2_dml"])
+def test_shipped_mutual_learning_configs_train(name, tmp_path):
+    from tests.conftest import ROOT
+
+    from densekd.engine.builder import use_synthetic
+
+    cfg = load_config(ROOT / f"configs/cifar100/mutual/{name}.py", ["data.batch_size=8", "data.val_batch_size=16",
+                                                                  "data.num_workers=0"])
+    use_synthetic(cfg)
+    cfg["data"]["train"]["num_samples"] = cfg["data"]["val"]["num_samples"] = 16
+    summary = Trainer(cfg, tmp_path / name, device="cpu", synthetic=True, max_iters=2).train()
+    assert summary["iters"] == 2 and set(summary["models"]) == {"student", "peer1"}
+
+
+def test_config_is_validated_once_per_run(tiny_config, tmp_path, monkeypatch):
+    import argparse
+
+    from densekd.engine import schema
+    from densekd.engine.launch import prepare
+
+    calls = []
+    real = schema.validate
+    monkeypatch.setattr(schema, "validate", lambda cfg: (calls.append(1), real(cfg))[1])
+    args = argparse.Namespace(config=str(tiny_config()), cfg_options=[], seed=None, data_root=None, synthetic=True)
+    cfg = prepare(args)
+    Trainer(cfg, tmp_path / "w", device="cpu", synthetic=True)
+    assert len(calls) == 1
+    cfg["train"]["epochz"] = 1  # a config changed after validation is validated again
+    with pytest.raises(ConfigError, match="train.epochz"):
+        Trainer(cfg, tmp_path / "w2", device="cpu", synthetic=True)

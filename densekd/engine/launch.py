@@ -6,7 +6,7 @@ from pathlib import Path
 
 from densekd.config import Config, ConfigError, config_name, load_config
 from densekd.engine.builder import set_data_root, use_synthetic
-from densekd.engine.schema import validate
+from densekd.engine.schema import ensure_valid
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +28,7 @@ def prepare(args: argparse.Namespace) -> Config:
         set_data_root(cfg, args.data_root)
     if args.synthetic:
         use_synthetic(cfg)
-    validate(cfg)
+    ensure_valid(cfg)
     return cfg
 
 
