@@ -170,6 +170,24 @@ def test_draw_predictions_uses_the_tasks_own_pictures_and_no_legend(tmp_path):
     assert (fig[th:, 2 * (w + gap):] == 255).all()
 
 
+def test_draw_predictions_feeds_each_model_its_own_input_key(tmp_path):
+    h, w = 6, 8
+    sample = {"image": torch.zeros(3, h, w), "depth": torch.rand(1, h, w), "target": torch.full((h, w), 5.0)}
+    seen = {}
+
+    def recorder(title):
+        model = _Constant(torch.full((1, h, w), 10.0))
+        model.register_forward_pre_hook(lambda m, args: seen.setdefault(title, args[0].clone()))
+        return model
+
+    models = {"teacher": recorder("teacher"), "student": recorder("student")}
+    vis.draw_predictions(_GreyDepthTask(), _ListDataset([sample]), models, tmp_path, 1,
+                         input_keys={"student": "depth"})
+    assert torch.equal(seen["student"][0], sample["depth"]) and torch.equal(seen["teacher"][0], sample["image"])
+    with pytest.raises(KeyError, match=r"model 'student' reads batch\['ab'\]"):
+        vis.draw_predictions(_GreyDepthTask(), _ListDataset([sample]), models, tmp_path, 1, input_keys={"student": "ab"})
+
+
 def test_draw_predictions_with_overridden_panels(tmp_path):
     """A task may replace the whole row after the image (here: an error map only)."""
 

@@ -60,6 +60,7 @@ def visualize(cfg, checkpoint: str, out_dir: Path, num: int = 4, teacher_checkpo
     student = build_model(cfg["model"])
     load_weights(student, checkpoint, what="student")
     models = {}
+    input_keys = {"student": cfg.get("student_input", "image")}
 
     tcfgs = teacher_configs(cfg)
     if teacher_checkpoint is not None and not tcfgs:
@@ -73,6 +74,7 @@ def visualize(cfg, checkpoint: str, out_dir: Path, num: int = 4, teacher_checkpo
             teacher = build_model(tcfgs[0]["model"], where="teacher model")
             load_weights(teacher, path, what="teacher")
             models["teacher"] = teacher
+            input_keys["teacher"] = tcfgs[0].get("input", "image")
         else:
             print(f"note: teacher column left out: checkpoint {path!r} not found (pass --teacher-checkpoint PATH)")
     models["student"] = student
@@ -81,7 +83,7 @@ def visualize(cfg, checkpoint: str, out_dir: Path, num: int = 4, teacher_checkpo
 
     norm = {k: cfg["data"]["val"][k] for k in ("mean", "std") if cfg["data"]["val"].get(k) is not None}
     return draw_predictions(task, val, models, out_dir, num, name=lambda i: f"{i:03d}_{_sample_name(val, i)}",
-                            **norm)
+                            input_keys=input_keys, **norm)
 
 
 def main(argv=None) -> list[Path]:

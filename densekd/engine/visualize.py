@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from densekd.data.transforms import IMAGENET_MEAN, IMAGENET_STD, denormalize
+from densekd.tasks.base import batch_input
 
 try:
     import cv2
@@ -203,18 +204,22 @@ def predict_sample(task, model: torch.nn.Module, image: torch.Tensor) -> torch.T
 
 
 def draw_predictions(task, dataset, models: dict[str, torch.nn.Module], out_dir: str | os.PathLike, num: int,
-                     name=lambda i: f"{i:03d}", **norm) -> list[Path]:
+                     name=lambda i: f"{i:03d}", input_keys: dict[str, str] | None = None, **norm) -> list[Path]:
     """For the first ``num`` samples of ``dataset``: one figure of the input image followed by the task's
     panels (:meth:`~densekd.tasks.base.Task.panels`: by default ground truth, then each model's prediction,
     titled by the keys of ``models``), written to ``out_dir / f'{name(i)}.png'``; plus ``legend.png`` when the
-    task has a legend. ``norm`` (``mean`` / ``std``) undoes the image normalisation. Returns the figure
-    paths."""
+    task has a legend. Each model reads ``sample[input_keys[title]]`` (default ``'image'``: a depth or
+    chrominance student names its own key); the first panel is the sample's ``image`` when it has one.
+    ``norm`` (``mean`` / ``std``) undoes the image normalisation. Returns the figure paths."""
     out_dir = Path(out_dir)
+    keys = {title: (input_keys or {}).get(title, "image") for title in models}
     paths = []
     for i in range(min(num, len(dataset))):
         sample = dataset[i]
-        preds = {title: predict_sample(task, m, sample["image"]) for title, m in models.items()}
-        titled = [("image", to_rgb(sample["image"], **norm))] + list(task.panels(sample, preds))
+        preds = {title: predict_sample(task, m, batch_input(sample, keys[title], f"model {title!r}"))
+                 for title, m in models.items()}
+        titled = [("image", to_rgb(sample["image"], **norm))] if "image" in sample else []
+        titled += list(task.panels(sample, preds))
         fig = figure([p for _, p in titled], [t for t, _ in titled])
         paths.append(save_png(out_dir / f"{name(i)}.png", fig))
     key = task.legend()
