@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from densekd.config import load_config
-from densekd.engine import schema
 from densekd.engine.builder import build_teachers
 from densekd.pipelines import PipelineError, PipelineRunner, load_pipeline, stage_state
 from densekd.registry import LOSSES
@@ -306,7 +305,6 @@ def test_takd_chain_config_hands_each_best_checkpoint_to_the_next_stage(tmp_path
             assert torch.equal(teacher.state_dict()[k], v), (stage, k)
 
 
-@pytest.mark.skipif("load_from" not in schema.TOP_LEVEL, reason="the config schema does not accept load_from yet")
 def test_load_from_initialises_the_next_stage_from_the_best_checkpoint(tiny_config, tmp_path):
     text = """
 stages = [dict(name='pretrain', config='{teacher}'),
@@ -339,3 +337,22 @@ def test_cli_runs_the_shipped_two_stage_cifar_pipeline(tmp_path):
     assert cfg["teacher"]["checkpoint"] == str(work / "teacher" / "checkpoints" / "best.pth")
     assert cfg["model"]["type"] == "resnet20" and cfg["teacher"]["model"]["type"] == "resnet56"
     assert (work / "pipeline.md").is_file() and (work / "pipeline.log").is_file()
+
+
+def test_pretrain_probe_finetune_config_freezes_features_and_hands_weights_on(tmp_path):
+    work = tmp_path / "probe"
+    # (the CRD stage wraps its training set, so the training sets keep their default synthetic size)
+    shrink = ["data.batch_size=2", "data.val_batch_size=4", "data.val.num_samples=4", "data.num_workers=0"]
+    pipe = load_pipeline(ROOT / "configs/pipelines/cifar100_crd_student_probe_finetune.py", synthetic=True,
+                         work_dir=str(work), cli_options=shrink)
+    assert pipe.names == ["teacher", "crd", "probe", "finetune"]
+    probe, finetune = pipe.stage("probe").cfg, pipe.stage("finetune").cfg
+    assert probe["load_from"] == str(work / "crd/checkpoints/best.pth")
+    assert probe["freeze"] == ["conv1", "bn1", "layer1", "layer2", "layer3"]
+    assert finetune["load_from"] == str(work / "probe/checkpoints/best.pth") and "freeze" not in finetune
+    results = PipelineRunner(pipe, device="cpu", max_iters=1, log=lambda _msg: None).run()
+    assert [r.status for r in results] == ["trained"] * 4
+    crd = model_weights(work / "crd/checkpoints/best.pth")
+    probed = model_weights(work / "probe/checkpoints/last.pth")
+    for k, v in probed.items():  # the probe trains the classifier only, on the distilled student's features
+        assert torch.equal(v, crd[k]) != k.startswith("fc."), k

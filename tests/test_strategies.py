@@ -199,3 +199,37 @@ def test_config_is_validated_once_per_run(tiny_config, tmp_path, monkeypatch):
     cfg["train"]["epochz"] = 1  # a config changed after validation is validated again
     with pytest.raises(ConfigError, match="train.epochz"):
         Trainer(cfg, tmp_path / "w2", device="cpu", synthetic=True)
+
+
+def test_freeze_keeps_the_listed_modules_and_their_statistics_fixed(tiny_config, tmp_path):
+    run(tiny_config(epochs=1), tmp_path / "a")
+    best = tmp_path / "a/checkpoints/best.pth"
+    frozen = ["stem", "layer1", "layer2", "layer3"]
+    cfg = load_config(tiny_config(epochs=1), [f"load_from='{best}'", f"freeze={frozen}"])
+    trainer = Trainer(cfg, tmp_path / "b", device="cpu", synthetic=True)
+    held = {id(p) for g in trainer.strategy.optimizer.param_groups for p in g["params"]}
+    assert held == {id(p) for p in trainer.strategy.student.fc.parameters()}  # only the classifier trains
+    trainer.train()
+    before, after = ckpt(tmp_path / "a", "best.pth")["model"], ckpt(tmp_path / "b")["model"]
+    for k, v in after.items():
+        if k.split(".")[0] in frozen:  # weights and BatchNorm running statistics alike
+            assert torch.equal(v, before[k]), k
+    assert not torch.equal(after["fc.weight"], before["fc.weight"])
+    with pytest.raises(ConfigError, match="freeze: .*'layer9'.*list_taps"):
+        Trainer(load_config(tiny_config(), ["freeze=['layer9']"]), tmp_path / "c", device="cpu", synthetic=True)
+    with pytest.raises(ConfigError, match="freezes every parameter.*leave the part"):
+        Trainer(load_config(tiny_config(), [f"freeze={frozen + ['fc']}"]), tmp_path / "d", device="cpu",
+                synthetic=True)
+
+
+def test_each_student_has_its_own_optimiser_and_learning_rate_following_the_schedule(tiny_config, tmp_path):
+    extra = DML.replace("weight=1.0)", "weight=1.0, peer_optimizers=[dict(lr=0.01)])")
+    trainer = Trainer(load_config(tiny_config(epochs=3, extra=extra)), tmp_path / "w", device="cpu", synthetic=True)
+    opts = trainer.strategy.optimizers()
+    assert opts["student"].param_groups[0]["lr"] == 0.05 and opts["peer1"].param_groups[0]["lr"] == 0.01
+    trainer.train()  # multistep x0.1 at epoch 2 (tiny_config) applies to both from their own base rates
+    assert opts["student"].param_groups[0]["lr"] == pytest.approx(0.005)
+    assert opts["peer1"].param_groups[0]["lr"] == pytest.approx(0.001)
+    bad = DML.replace("weight=1.0)", "weight=1.0, peer_optimizers=[{}, {}])")
+    with pytest.raises(ConfigError, match="2 entries for 1 peers"):
+        Trainer(load_config(tiny_config(extra=bad)), tmp_path / "x", device="cpu", synthetic=True)

@@ -113,7 +113,8 @@ def build_model(model_cfg: dict, where: str = "model") -> nn.Module:
 
 def build_student(cfg: Config) -> nn.Module:
     """The config's ``model``, initialised from ``load_from`` (a densekd checkpoint's model weights or a plain
-    state dict) when the config sets it -- e.g. a pipeline stage starting from an earlier stage's best.pth."""
+    state dict) when the config sets it -- e.g. a pipeline stage starting from an earlier stage's best.pth --
+    with the submodules listed in ``freeze`` frozen (:func:`freeze_modules`)."""
     model = build_model(cfg["model"])
     if cfg.get("load_from"):
         path = cfg["load_from"]
@@ -121,7 +122,39 @@ def build_student(cfg: Config) -> nn.Module:
             raise FileNotFoundError(f"load_from={path!r}: no such checkpoint; train the run that writes it first "
                                     f"or fix the path")
         load_weights(model, path, what="load_from")
+    if cfg.get("freeze"):
+        freeze_modules(model, cfg["freeze"])
     return model
+
+
+def _stay_in_eval(module: nn.Module, _args) -> None:
+    if module.training:
+        module.eval()
+
+
+def freeze_modules(model: nn.Module, paths) -> list[nn.Module]:
+    """Freeze the submodules at ``paths`` (module paths, e.g. ``['stem', 'layer1', 'layer2']``): their
+    parameters get ``requires_grad=False`` (so no optimiser holds them) and they always run in eval mode
+    (BatchNorm keeps its running statistics), whatever mode the rest of the model is in. Frozen features for
+    linear probing: freeze everything but the classifier."""
+    from densekd.distill.taps import TapError, resolve_module
+
+    if isinstance(paths, str):
+        paths = [paths]
+    frozen = []
+    for path in paths:
+        try:
+            module = resolve_module(model, path)
+        except TapError as exc:
+            raise ConfigError(f"freeze: {exc} (python tools/list_taps.py CONFIG lists the module paths)") from None
+        for p in module.parameters():
+            p.requires_grad_(False)
+        module.register_forward_pre_hook(_stay_in_eval)
+        frozen.append(module)
+    if not any(p.requires_grad for p in model.parameters()):
+        raise ConfigError(f"freeze={list(paths)} freezes every parameter of {type(model).__name__}; leave the part "
+                          f"that should train (e.g. the classifier 'fc') out of the list")
+    return frozen
 
 
 def teacher_configs(cfg: Config) -> list[dict]:

@@ -16,7 +16,7 @@ TOP_LEVEL = {
     "task": "TASKS", "model": "MODELS", "teacher": "teacher", "teachers": "teacher_list", "distill": "terms",
     "task_weight": None, "data": "data", "optimizer": "optimizer", "lr_schedule": "lr_schedule",
     "train": "train", "seed": None, "work_dir": None, "deterministic": None, "description": None,
-    "strategy": "STRATEGIES", "student_input": None, "load_from": None,
+    "strategy": "STRATEGIES", "student_input": None, "load_from": None, "freeze": None,
 }
 MOVED = {  # keys that moved, with where they live now
     "train.init_epochs": "strategy.init_epochs (the distillation strategy's initialisation phase)",

@@ -72,10 +72,13 @@ class MutualLearningStrategy(Strategy):
         peers: model configs of the students beside ``model`` (at least one).
         peer_loss: the loss between a student's output and each peer's (default ``dict(type='KD', T=1.0)``).
         weight: weight of the peer term (paper: 1).
+        peer_optimizers: one dict per peer merged over the config's ``optimizer`` (e.g. ``[dict(lr=0.01)]``
+            for a peer with its own learning rate); by default every student uses ``optimizer``. Every
+            optimiser follows the run's learning-rate schedule from its own base rate.
     """
 
     def __init__(self, ctx: BuildContext, peers: list[dict] = (), peer_loss: dict | None = None,
-                 weight: float = 1.0):
+                 weight: float = 1.0, peer_optimizers: list[dict] | None = None):
         super().__init__(ctx)
         cfg = ctx.cfg
         if not peers:
@@ -90,8 +93,12 @@ class MutualLearningStrategy(Strategy):
         loss = LOSSES.build(dict(peer_loss or dict(type="KD", T=1.0)), where="strategy.peer_loss")
         check_capabilities(loss)
         self.module = Cohort(students, self.names, ctx.task, loss, weight, ctx.student_input)
-        ocfg = cfg.get("optimizer", dict(type="SGD", lr=0.1))
-        self._optimizers = {name: build_optimizer(ocfg, [m]) for name, m in zip(self.names, students)}
+        ocfg = dict(cfg.get("optimizer", dict(type="SGD", lr=0.1)))
+        if peer_optimizers is not None and len(peer_optimizers) != len(peers):
+            raise ConfigError(f"strategy.peer_optimizers has {len(peer_optimizers)} entries for {len(peers)} peers; "
+                              f"give one dict per peer (an empty dict keeps `optimizer`)")
+        per_student = [ocfg] + [dict(ocfg, **o) for o in (peer_optimizers or [{}] * len(peers))]
+        self._optimizers = {name: build_optimizer(o, [m]) for name, o, m in zip(self.names, per_student, students)}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return dict(self._optimizers)
