@@ -15,7 +15,7 @@ A strategy's ``train_step(batch, step)`` decides what is computed and which opti
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import torch
@@ -54,7 +54,6 @@ class Step:
     grad_clip: float | None
     skip_nonfinite: bool
     warn: Callable[[str], None]
-    stepped: list = field(default_factory=list)
 
     # -- mechanics ------------------------------------------------------------------------------------
     def autocast(self):
@@ -81,13 +80,6 @@ class Step:
             return False
         raise NonFiniteLossError(msg + " Lower the learning rate or the term's weight, enable train.grad_clip, "
                                        "or set train.skip_nonfinite=True to skip such steps.")
-
-    def nonfinite(self, msg: str, exc: Exception | None = None) -> None:
-        """Report a non-finite value found by the strategy itself (e.g. a critic loss): raise, or warn."""
-        if self.skip_nonfinite:
-            self.warn(msg + " Skipping (train.skip_nonfinite=True).")
-            return
-        raise NonFiniteLossError(msg) from exc
 
     def backward(self, total: torch.Tensor) -> None:
         """``scaler.scale(total / accumulate).backward()``."""
