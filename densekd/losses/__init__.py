@@ -6,3 +6,4 @@ from densekd.losses.relations import *  # noqa: F401,F403
 from densekd.losses.contrastive import *  # noqa: F401,F403
 from densekd.losses.dense import *  # noqa: F401,F403
 from densekd.losses.adversarial import *  # noqa: F401,F403
+from densekd.losses.depth import *  # noqa: F401,F403
