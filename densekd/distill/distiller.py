@@ -161,8 +161,8 @@ class Distiller(nn.Module):
 
         was_training = self.student.training
         self.student.eval()
-        s_out = main_output(self.student(probe_input(self.student_input)))
-        t_outs = [main_output(t(probe_input(key))) for t, key in zip(self._teachers, self.teacher_inputs)]
+        s_out = self.student(probe_input(self.student_input))
+        t_outs = [t(probe_input(key)) for t, key in zip(self._teachers, self.teacher_inputs)]
         self.student.train(was_training)
         names = set()
         for term in self.terms:
@@ -254,7 +254,7 @@ class Distiller(nn.Module):
         with torch.no_grad():
             for i, t in enumerate(self._teachers):
                 self.t_taps[i].clear()
-                outs.append(main_output(t(batch_input(batch, self.teacher_inputs[i], f"teacher {i}"))))
+                outs.append(t(batch_input(batch, self.teacher_inputs[i], f"teacher {i}")))
         return outs
 
     def _term_inputs(self, term: Term, s_out, t_outs):
@@ -304,7 +304,7 @@ class Distiller(nn.Module):
         if not any(not t.init_only for t in self.terms):
             return output, losses
         t_outs = self._teacher_forward(batch)
-        s_out = main_output(output)
+        s_out = output
         extra = {k: v for k, v in batch.items()}
         extra["epoch"] = self.epoch
         # self-teacher terms last: their second student forward overwrites the student's taps
@@ -357,7 +357,7 @@ class Distiller(nn.Module):
         trains_student = self.init_trains_student()
         self.student.train(trains_student and self.training)
         with contextlib.nullcontext() if trains_student else torch.no_grad():
-            s_out = main_output(self.student(batch_input(batch, self.student_input, "the student")))
+            s_out = self.student(batch_input(batch, self.student_input, "the student"))
         t_outs = self._teacher_forward(batch)
         extra = dict(batch, epoch=self.epoch)
         losses = {}

@@ -4,7 +4,8 @@ A tap is addressed by module path, as in ``model.named_modules()``:
 
 * ``'layer3'``                 the output of ``model.layer3``
 * ``'layer3.-1.act:input'``    the first input of the last block's ``act`` (pre-activation)
-* ``'output'``                 the model's own return value (logits)
+* ``'output'``                 the model's own return value (logits; the ``'out'`` entry of a dict output)
+* ``'output.depth'``           entry ``'depth'`` of a dict output (multi-task models, ``output.aux``)
 * ``'feats[1:-1]'``            a slice of the model's ``feature_taps['feats']`` list, the
                                RepDistiller feature list (``preacts[...]`` for pre-ReLU)
 
@@ -23,6 +24,11 @@ from densekd.registry import close_matches
 
 OUTPUT = "output"
 INPUT_SUFFIX = ":input"
+def is_output_tap(path: str) -> bool:
+    """``'output'`` or ``'output.<key>'``: read from the model's return value, not by a hook."""
+    return path == OUTPUT or path.startswith(OUTPUT + ".")
+
+
 _GROUP = re.compile(r"^(\w+)\[(-?\d*)(?::(-?\d*))?\]$")
 
 
@@ -98,7 +104,7 @@ class FeatureTaps:
 
     def __init__(self, model: nn.Module, paths: Iterable[str]):
         self.model = model
-        self.paths = [p for p in dict.fromkeys(paths) if p != OUTPUT]
+        self.paths = [p for p in dict.fromkeys(paths) if not is_output_tap(p)]
         self.features: dict[str, Any] = {}
         self._handles = []
         for path in self.paths:
@@ -125,10 +131,19 @@ class FeatureTaps:
         self.features = {}
 
     def collect(self, paths: Iterable[str], output: Any = None) -> list[Any]:
+        """The recorded tensors at ``paths``; ``output`` is the model's raw return value (for ``'output'`` and
+        ``'output.KEY'`` taps)."""
         out = []
         for p in paths:
             if p == OUTPUT:
-                out.append(output)
+                out.append(output["out"] if isinstance(output, dict) and "out" in output else output)
+            elif p.startswith(OUTPUT + "."):
+                key = p[len(OUTPUT) + 1:]
+                if not isinstance(output, dict) or key not in output:
+                    have = sorted(output) if isinstance(output, dict) else f"a {type(output).__name__}, not a dict"
+                    raise TapError(f"Tap {p!r}: {type(self.model).__name__} returned {have} in this mode; tap "
+                                   f"one of its entries as 'output.<key>' or the whole output as 'output'")
+                out.append(output[key])
             elif p not in self.features:
                 raise TapError(f"Tap {p!r} recorded nothing during the forward pass: the module at that "
                                f"path is not called by {type(self.model).__name__}.forward")

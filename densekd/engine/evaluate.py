@@ -9,7 +9,7 @@ from densekd.config import Config
 from densekd.engine import distributed as dist
 from densekd.engine.builder import build_datasets, build_model, build_task, build_val_loader, strategy_class
 from densekd.engine.checkpoint import load_checkpoint, load_state, model_state_from
-from densekd.tasks.base import batch_input, main_output
+from densekd.tasks.base import batch_input
 
 
 def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
@@ -35,7 +35,7 @@ def run_evaluation(model, task, loader, device: torch.device, autocast=contextli
         batch = to_device(batch, device, channels_last)
         with autocast():
             pred = task.predict(model, batch_input(batch, input_key, "the evaluated model"))
-        evaluator.update(main_output(pred).float(), batch)
+        evaluator.update(pred.float() if isinstance(pred, torch.Tensor) else pred, batch)
     evaluator.reduce(lambda t: dist.all_reduce_sum(t.to(device)).cpu())
     model.train(was_training)
     return evaluator.compute()

@@ -200,7 +200,10 @@ def predict_sample(task, model: torch.nn.Module, image: torch.Tensor) -> torch.T
     mode."""
     model.eval()
     device = next(model.parameters()).device
-    return task.predict(model, image[None].to(device))[0].cpu()
+    pred = task.predict(model, image[None].to(device))
+    if isinstance(pred, dict):  # a multi-task prediction: {task name: prediction}
+        return {k: v[0].cpu() for k, v in pred.items()}
+    return pred[0].cpu()
 
 
 def draw_predictions(task, dataset, models: dict[str, torch.nn.Module], out_dir: str | os.PathLike, num: int,

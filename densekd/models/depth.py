@@ -41,7 +41,10 @@ class DepthModel(SegModel):
         self.max_depth, self.min_depth, self.activation = float(max_depth), float(min_depth), activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = super().forward(x)
+        return self.activate(super().forward(x))
+
+    def activate(self, z: torch.Tensor) -> torch.Tensor:
+        """The head's raw output -> depth in metres (``activation``)."""
         if self.activation == "sigmoid":
             return self.max_depth * torch.sigmoid(z)
         if self.activation == "softplus":

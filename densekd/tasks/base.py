@@ -37,8 +37,9 @@ def dataset_metadata(dataset: Any) -> dict[str, Any]:
 
 
 def main_output(output: Any) -> torch.Tensor:
-    """The prediction tensor of a model output (``out`` of a dict)."""
-    return output["out"] if isinstance(output, dict) else output
+    """The prediction tensor of a model output: ``out`` of a dict that has one (a dict without ``out``, e.g. a
+    multi-task model's ``{'seg': ..., 'depth': ...}``, is returned as it is)."""
+    return output["out"] if isinstance(output, dict) and "out" in output else output
 
 
 def batch_input(batch: dict, key: str, who: str) -> torch.Tensor:
@@ -92,6 +93,7 @@ class Task:
     primary_metric: str = ""
     higher_is_better: bool = True
     class_names: list[str] | None = None
+    target_key: str = "target"  # the batch key of the ground truth
 
     def loss(self, output: Any, batch: dict) -> dict[str, torch.Tensor]:
         """Task loss terms (names without the ``loss/`` prefix), each already weighted."""
@@ -112,7 +114,7 @@ class Task:
 
     # -- presentation -------------------------------------------------------------------------------------
     def draw_target(self, target: Any) -> np.ndarray:
-        """One sample's target (``sample['target']``) as an ``H x W x 3`` uint8 RGB picture."""
+        """One sample's target (``sample[self.target_key]``) as an ``H x W x 3`` uint8 RGB picture."""
         raise NotImplementedError(f"{type(self).__name__} draws no pictures (it defines no draw_target)")
 
     def draw_prediction(self, prediction: torch.Tensor) -> np.ndarray:
@@ -123,7 +125,7 @@ class Task:
     def panels(self, sample: dict, predictions: Mapping[str, torch.Tensor]) -> list[tuple[str, np.ndarray]]:
         """``(title, H x W x 3 uint8)`` pictures of one sample, shown after its input image: the ground truth,
         then each prediction under its key (``predictions``: title -> :meth:`predict` output for the sample)."""
-        out = [("ground truth", self.draw_target(sample["target"]))]
+        out = [("ground truth", self.draw_target(sample[self.target_key]))]
         out += [(str(title), self.draw_prediction(pred)) for title, pred in predictions.items()]
         return out
 

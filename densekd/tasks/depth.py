@@ -126,7 +126,7 @@ class DepthTask(Task):
     ground truth's 2nd..98th percentile, or ``vis_range=(lo, hi)`` -- with missing depth black.
     """
 
-    metrics = ("abs_rel", "rmse", "delta1")
+    metrics = DEPTH_METRICS
     primary_metric = "abs_rel"
     higher_is_better = False
 

@@ -70,8 +70,10 @@ class SegmentationEvaluator(Evaluator):
     and from the output, see :mod:`densekd.metrics.segmentation`).
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, class_names: Sequence[str] | None = None):
+    def __init__(self, num_classes: int, ignore_index: int = 255, class_names: Sequence[str] | None = None,
+                 target_key: str = "target"):
         super().__init__()
+        self.target_key = target_key
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.class_names = list(class_names) if class_names is not None else [f"class{i}" for i in range(num_classes)]
@@ -79,7 +81,7 @@ class SegmentationEvaluator(Evaluator):
             raise ValueError(f"{len(self.class_names)} class names given for num_classes={num_classes}")
 
     def update(self, pred: torch.Tensor, batch: dict) -> None:
-        target = batch["target"]
+        target = batch[self.target_key]
         if target.dim() == 2:
             target = target.unsqueeze(0)
         target = target.to(pred.device)
@@ -116,7 +118,8 @@ class SegmentationTask(Task):
     Loss (``loss(output, batch)``): ``{'seg': CE(out, target), 'aux': aux_weight * CE(aux, target)}`` with
     ``ignore_index`` and optional per-class ``class_weights``; ``out`` / ``aux`` are B x C x h x w logits,
     upsampled bilinearly to the B x H x W target if smaller; ``'aux'`` only when the model returns it
-    (PSPNet: ``aux_weight=0.4``). A batch whose pixels are all ignored gives a zero loss (not NaN).
+    (PSPNet: ``aux_weight=0.4``). A batch whose pixels are all ignored gives a zero loss (not NaN). The
+    target is ``batch[target_key]`` (default ``'target'``; NYU's multi-task batches carry it as ``'label'``).
 
     Inference (``predict(model, image)`` -> B x C x H x W softmax probabilities): ``mode='whole'`` runs the
     full image; ``mode='slide'`` runs ``crop_size`` windows every ``stride`` pixels (default 2/3 of the
@@ -141,10 +144,11 @@ class SegmentationTask(Task):
                  class_weights: Sequence[float] | None = None, mode: str = "whole",
                  crop_size: int | Sequence[int] | None = None, stride: int | Sequence[int] | None = None,
                  scales: Sequence[float] = (1.0,), flip: bool = False, class_names: Sequence[str] | None = None,
-                 palette: Sequence[Sequence[int]] | None = None):
+                 palette: Sequence[Sequence[int]] | None = None, target_key: str = "target"):
         if mode not in ("whole", "slide"):
             raise ValueError(f"mode must be 'whole' or 'slide'; got {mode!r}")
         self.num_classes = int(num_classes)
+        self.target_key = target_key
         self.ignore_index = int(ignore_index)
         self.aux_weight = float(aux_weight)
         self.mode = mode
@@ -191,7 +195,10 @@ class SegmentationTask(Task):
         return F.cross_entropy(logits, target.long(), weight=weight, ignore_index=self.ignore_index)
 
     def loss(self, output, batch: dict) -> dict[str, torch.Tensor]:
-        target = batch["target"]
+        if self.target_key not in batch:
+            raise KeyError(f"the segmentation task reads batch[{self.target_key!r}] but the batch has "
+                           f"{sorted(batch)}; set task.target_key or use a dataset that yields label maps")
+        target = batch[self.target_key]
         losses = {"seg": self._ce(main_output(output), target)}
         if isinstance(output, dict) and output.get("aux") is not None:
             # computed even with aux_weight=0 so the aux head stays in the graph (DDP unused-parameter check)
@@ -249,7 +256,7 @@ class SegmentationTask(Task):
         return total / n
 
     def evaluator(self) -> SegmentationEvaluator:
-        return SegmentationEvaluator(self.num_classes, self.ignore_index, self.class_names)
+        return SegmentationEvaluator(self.num_classes, self.ignore_index, self.class_names, self.target_key)
 
     # -- presentation -------------------------------------------------------------------------------------
     def _picture(self, labels) -> np.ndarray:
