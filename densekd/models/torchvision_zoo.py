@@ -7,8 +7,9 @@ builds torchvision's own module (so torchvision's state dicts load without renam
   nothing is downloaded. A missing file names the torchvision weights file to put there. With a different
   ``num_classes`` the classifier (``fc`` / ``classifier.1``) is left at its initialisation.
 * ``in_channels`` (e.g. 1 for depth): the first convolution takes that many channels; 3-channel pretrained
-  weights are adapted by averaging over the input channels and repeating (so a constant input gives the
-  same response), the usual transfer of ImageNet weights to depth or grey images.
+  weights become their channel mean, repeated and scaled by ``3 / in_channels`` (a grey image seen with
+  ``in_channels`` equal channels gets the RGB network's response to it), the usual transfer of ImageNet
+  weights to depth or grey images.
 * ``feature_taps``: ``feats`` = the stem (after its ReLU), the four stages and the pooled embedding (the
   classifier's input); ``preacts`` (ResNets) = the same stages before their final ReLU. ReLUs are made
   non-inplace so pre-activation taps are not overwritten.
