@@ -38,8 +38,8 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
 def signature_params(fn: Callable) -> tuple[list[str], bool]:
     """(names of keyword-passable parameters, whether it accepts **kwargs)."""
     target = fn.__init__ if inspect.isclass(fn) else fn
-    if getattr(target, "__qualname__", "") == "Module.__init__":
-        return [], False  # an nn.Module without its own __init__ takes no arguments, whatever *args says
+    if target is object.__init__ or getattr(target, "__qualname__", "") == "Module.__init__":
+        return [], False  # a class without its own __init__ takes no arguments, whatever *args says
     sig = inspect.signature(target)
     names, var_kw = [], False
     for i, p in enumerate(sig.parameters.values()):

@@ -563,3 +563,23 @@ def test_class_pair_dataset_adds_a_class_mates_image():
         assert seen == (mates or {i})  # every other class-mate drawn, never itself (unless alone)
     with pytest.raises(ValueError, match="ClassPairDataset needs the inner dataset to expose .targets"):
         ClassPairDataset(torch.utils.data.TensorDataset(torch.zeros(3)))
+
+
+def test_unlabelled_frames_are_paired_with_themselves_and_contrasted_with_every_other_frame():
+    class Frames(torch.utils.data.Dataset):  # paired modalities of one frame, no class labels
+        def __len__(self):
+            return 6
+
+        def __getitem__(self, i):
+            return {"image": torch.full((3, 2, 2), float(i)), "depth": torch.full((1, 2, 2), float(i))}
+
+    ds = CRDSampleDataset(Frames(), nce_k=5, mode="exact", sampling="any")
+    np.random.seed(0)
+    for i in range(6):
+        item = ds[i]
+        idx = item["contrast_idx"].tolist()
+        assert item["index"] == i and idx[0] == i and sorted(idx[1:]) == [j for j in range(6) if j != i]
+        assert torch.equal(item["depth"], torch.full((1, 2, 2), float(i)))
+    with pytest.raises(ValueError, match="targets.*for unlabelled data such as cross-modal frame pairs use "
+                                         "mode='exact', sampling='any'"):
+        CRDSampleDataset(Frames(), nce_k=5, mode="exact", sampling="class")

@@ -145,3 +145,33 @@ def test_multitask_student_trains_with_per_task_metrics_and_resumes_exactly(tmp_
     cfg = load_config(cfg_path, ["task.primary_metric='abs_rel'"])
     s = Trainer(cfg, tmp_path / "depth_primary", device="cpu", synthetic=True).train()
     assert s["primary_metric"] == "abs_rel" and s["best"]["abs_rel"] <= s["final"]["abs_rel"]
+
+
+def test_label_free_crd_transfer_from_rgb_to_depth_trains_without_targets(tmp_path):
+    text = """
+_base_ = ['{root}/configs/_base_/default_runtime.py']
+task = dict(type='representation')
+student_input = 'depth'
+model = dict(type='tv_resnet18', num_classes=8, in_channels=1)
+teacher = dict(model=dict(type='tv_resnet18', num_classes=8), input='image')
+distill = [dict(type='CRD', student='feats[-1]', teacher='feats[-1]', feat_dim=16, nce_k=4, weight=1.0)]
+data = dict(train=dict(type='CRDSampleDataset', nce_k=4, mode='exact', sampling='any',
+                       dataset=dict(type='_Unlabelled', num_samples=8)),
+            val=None, batch_size=4, num_workers=0)
+optimizer = dict(type='SGD', lr=0.01, momentum=0.9)
+train = dict(iters=3, log_interval=1)
+""".format(root=ROOT)
+    s = Trainer(load_config(write_config(tmp_path / "xm.py", text)), tmp_path / "w", device="cpu", synthetic=True).train()
+    assert s["completed"] and s["final"] == {} and s["distill"] == ["CRD"]
+    assert (tmp_path / "w/checkpoints/last.pth").is_file() and not (tmp_path / "w/checkpoints/best.pth").exists()
+    lines = [json.loads(x) for x in (tmp_path / "w/metrics.jsonl").read_text().splitlines()]
+    assert set(lines[0]) >= {"loss", "loss/CRD"} and not any(k.startswith("loss/cls") for k in lines[0])
+
+
+@DATASETS.register("_Unlabelled")
+class Unlabelled(RandomRGBD):
+    """Test-only RGB-D frames without labels."""
+
+    def __getitem__(self, i):
+        item = super().__getitem__(i)
+        return {"image": item["image"], "depth": item["depth"], "index": i}

@@ -29,7 +29,9 @@ class CRDSampleDataset(ClassIndexedWrapper):
       negatives (batched by the default collate to ``B x (nce_k + 1)``, what :class:`~densekd.losses.CRD`
       expects).
 
-    ``mode='exact'`` (the reference default): the positive is the sample itself. ``mode='relax'``: the
+    ``mode='exact'`` (the reference default): the positive is the sample itself -- with
+    ``sampling='any'`` the inner dataset needs no labels (CRD's cross-modal transfer: the two modalities of
+    one frame are the positive pair, every other frame a negative). ``mode='relax'``: the
     positive is a random *other* sample of the same class (the reference may also draw the sample itself;
     here it does so only when the class has a single sample).
     ``sampling='class'`` (the paper's best, the reference): negatives are drawn from the samples of the
@@ -63,7 +65,10 @@ class CRDSampleDataset(ClassIndexedWrapper):
             raise ValueError(f"CRDSampleDataset sampling must be one of {self.SAMPLINGS}, got {sampling!r}")
         if isinstance(nce_k, bool) or not isinstance(nce_k, (int, np.integer)) or nce_k < 1:
             raise ValueError(f"CRDSampleDataset nce_k (negatives per sample) must be an int >= 1, got {nce_k!r}")
-        super().__init__(dataset)
+        unlabelled_ok = mode == "exact" and sampling == "any"
+        super().__init__(dataset, labels_needed=None if unlabelled_ok else
+                         f" (mode={mode!r}, sampling={sampling!r} use classes); for unlabelled data such as "
+                         f"cross-modal frame pairs use mode='exact', sampling='any'")
         self.nce_k = int(nce_k)
         self.mode = mode
         self.sampling = sampling

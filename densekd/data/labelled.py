@@ -22,14 +22,19 @@ class ClassIndexedWrapper(Dataset):
 
     min_samples = 1
 
-    def __init__(self, dataset: Any):
+    def __init__(self, dataset: Any, labels_needed: str | None = ""):
+        """``labels_needed``: why the wrapper needs class labels (appended to the error when the inner dataset
+        has no ``.targets``), or ``None`` when it can do without: an unlabelled dataset then counts as one
+        class."""
         name = type(self).__name__
         if isinstance(dataset, dict):
             dataset = DATASETS.build(dataset, where=f"{name}.dataset")
         targets = getattr(dataset, "targets", None)
-        if targets is None:
+        if targets is None and labels_needed is None:
+            targets = [0] * len(dataset)
+        elif targets is None:
             raise ValueError(f"{name} needs the inner dataset to expose .targets (one int label per "
-                             f"sample); {type(dataset).__name__} has none")
+                             f"sample); {type(dataset).__name__} has none{labels_needed}")
         if torch.is_tensor(targets):
             targets = targets.detach().cpu().numpy()
         labels = np.asarray(targets)

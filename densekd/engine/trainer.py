@@ -275,7 +275,7 @@ class Trainer:
     def _evaluate_and_record(self) -> dict[str, float]:
         per_model = self.evaluate()
         self.last_eval_iter = self.iter
-        if not per_model:
+        if not any(per_model.values()):  # no validation set, or a task without metrics
             return {}
         names = list(per_model)
         metrics = per_model[names[0]]
