@@ -1,22 +1,23 @@
 #!/usr/bin/env python
-"""The densekd demo: structured knowledge distillation for semantic segmentation, end to end on a CPU.
+"""The densekd demos: distillation end to end on a CPU, on synthetic stand-ins of the real datasets.
 
-    python tools/demo.py [--work-dir work_dirs/demo] [--quick] [--device cpu] [--threads N] [--seed 0]
+    python tools/demo.py [segmentation|depth] [--work-dir DIR] [--quick] [--device cpu] [--threads N] [--seed 0]
 
-On the synthetic Cityscapes stand-in (procedural 64 x 128 street scenes, the 19 Cityscapes classes, ignore
-255; the training scenes carry annotation noise, see configs/cityscapes/demo/_base_/synthetic.py) it trains,
-with the ordinary Trainer and the demo configs in configs/cityscapes/demo/:
+Each demo trains, with the ordinary Trainer and the demo configs, a teacher, a student baseline and the same
+student distilled from that teacher, evaluates the three on the validation set, prints a table and writes
+``results.json``, ``results.md`` and example pictures (image | ground truth | teacher | baseline |
+distilled) to the work dir. Baseline and distilled student share network, data order, schedule and seed.
 
-  1. a teacher           configs/cityscapes/demo/teacher.py           (PSPNet-R18, 2 stages, output stride 4)
-  2. a student baseline  configs/cityscapes/demo/student_baseline.py  (PSPNet-R18, 2 stages, output stride 8)
-  3. the same student    configs/cityscapes/demo/student_skd.py       (+ pixel-wise and pair-wise
-                                                                        distillation from 1.)
+* ``segmentation`` (the default; work dir ``work_dirs/demo``): structured KD on synthetic Cityscapes
+  (procedural 64 x 128 street scenes, 19 classes, ignore 255; the training scenes carry annotation noise,
+  see configs/cityscapes/demo/_base_/synthetic.py): PSPNet-R18 teacher at output stride 4, the student at
+  output stride 8, + pixel-wise and pair-wise distillation.
+* ``depth`` (work dir ``work_dirs/demo_depth``): depth distillation on synthetic NYU-Depth v2 rooms
+  (configs/nyu/demo/): a depth teacher, a smaller student, + pixel-wise depth KD (DepthKD).
 
-then evaluates the three on the validation scenes, prints a table of mIoU / pixel accuracy, and writes
-``results.json``, ``results.md`` and example pictures (image | ground truth | teacher | baseline | distilled)
-to the work dir. Baseline and distilled student share network, data order, schedule and seed.
-``--quick`` runs a few iterations on a handful of scenes (a smoke test of the pipeline, numbers meaningless).
-Each stage is the same as ``python tools/train.py CONFIG --work-dir WORK_DIR/STAGE`` (printed as it starts).
+``--quick`` runs a few iterations on a handful of samples (a smoke test of the pipeline, numbers
+meaningless). Each stage is the same as ``python tools/train.py CONFIG --work-dir WORK_DIR/STAGE`` (printed
+as it starts).
 """
 from __future__ import annotations
 
@@ -34,15 +35,30 @@ sys.path.insert(0, str(ROOT))
 # descheduled sibling slow every convolution down many times over. Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-DEMO_CONFIGS = ROOT / "configs" / "cityscapes" / "demo"
-STAGES = (
-    # name, config, table label
-    ("teacher", "teacher.py", "Teacher (PSPNet-R18, 2 stages, OS 4, 128-ch head)"),
-    ("baseline", "student_baseline.py", "Student baseline (PSPNet-R18, 2 stages, OS 8, 64-ch head)"),
-    ("skd", "student_skd.py", "Student + structured KD (pixel-wise + pair-wise)"),
-)
 QUICK = ["train.iters=3", "train.eval_interval=3", "train.checkpoint_interval=3", "train.log_interval=1",
          "data.train.num_samples=8", "data.val.num_samples=4", "data.batch_size=4", "data.val_batch_size=4"]
+DEMOS = {
+    "segmentation": dict(
+        configs=ROOT / "configs" / "cityscapes" / "demo", work_dir="work_dirs/demo",
+        title="structured KD on synthetic Cityscapes", method="Structured KD",
+        stages=(("teacher", "teacher.py", "Teacher (PSPNet-R18, 2 stages, OS 4, 128-ch head)"),
+                ("baseline", "student_baseline.py", "Student baseline (PSPNet-R18, 2 stages, OS 8, 64-ch head)"),
+                ("skd", "student_skd.py", "Student + structured KD (pixel-wise + pair-wise)")),
+        # metric, column title, format
+        columns=(("mIoU", "mIoU (%)", ".2f"), ("pixel_acc", "pixel acc (%)", ".2f"),
+                 ("mean_acc", "mean class acc (%)", ".2f")),
+        note="synthetic Cityscapes stand-in (SyntheticCityscapes; training labels with annotation noise "
+             "label_noise={label_noise}); metrics on its {num_val} validation scenes (exact labels)"),
+    "depth": dict(
+        configs=ROOT / "configs" / "nyu" / "demo", work_dir="work_dirs/demo_depth",
+        title="depth distillation on synthetic NYU-Depth v2 rooms", method="Depth KD",
+        stages=(("teacher", "teacher.py", "Teacher (FPN-R18, 4 stages, 128-ch decoder)"),
+                ("baseline", "student_baseline.py", "Student baseline (FPN-R18, 2 stages, 32-ch decoder)"),
+                ("kd", "student_kd.py", "Student + DepthKD (pixel-wise L1 to the teacher's depth)")),
+        columns=(("abs_rel", "abs rel ↓", ".4f"), ("rmse", "rmse (m) ↓", ".4f"), ("delta1", "δ1 ↑", ".4f")),
+        note="synthetic NYU-Depth v2 rooms (SyntheticNYUDepthV2); NYU metrics (Eigen crop scaled to the frame, "
+             "depth valid in (1e-3, 10] m) on its {num_val} test rooms"),
+}
 
 
 def _threads(requested: int | None) -> int:
@@ -77,8 +93,8 @@ def run_stage(name: str, config: Path, cfg, work_dir: Path, overrides: list[str]
     return summary
 
 
-def pictures(work_dir: Path, cfgs: dict, num: int, device: str) -> list[Path]:
-    """image | ground truth | teacher | baseline | distilled, for the first ``num`` validation scenes."""
+def pictures(work_dir: Path, cfgs: dict, stages, num: int, device: str) -> list[Path]:
+    """image | ground truth | teacher | baseline | distilled, for the first ``num`` validation samples."""
 
     import torch
 
@@ -88,83 +104,92 @@ def pictures(work_dir: Path, cfgs: dict, num: int, device: str) -> list[Path]:
 
     dev = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu")
     _, val = build_datasets(cfgs["baseline"])
-    # the dataset's class names / palette (Cityscapes') are the task's defaults: legend names, picture colours
+    # the dataset's metadata (class names, palette) are the task's defaults: legend names, picture colours
     task = build_task(cfgs["baseline"], val)
     models = {}
-    for name, title in (("teacher", "teacher"), ("baseline", "baseline"), ("skd", "distilled")):
+    for (name, _f, _l), title in zip(stages, ("teacher", "baseline", "distilled")):
         m = build_model(cfgs[name]["model"])
         load_weights(m, work_dir / name / "checkpoints" / "best.pth", what=name)
         models[title] = m.to(dev).eval()
     return draw_predictions(task, val, models, work_dir / "pictures", num, name=lambda i: f"val_{i:03d}")
 
 
-def results_table(rows: list[dict]) -> str:
-    lines = ["| model | mIoU (%) | pixel acc (%) | mean class acc (%) | params (M) | train time (s) |",
-             "|---|---:|---:|---:|---:|---:|"]
+def results_table(rows: list[dict], columns) -> str:
+    lines = ["| model | " + " | ".join(title for _, title, _ in columns) + " | params (M) | train time (s) |",
+             "|---|" + "---:|" * (len(columns) + 2)]
     for r in rows:
-        lines.append(f"| {r['label']} | {r['mIoU']:.2f} | {r['pixel_acc']:.2f} | {r['mean_acc']:.2f} | "
-                     f"{r['params_M']:.2f} | {r['wall_s']:.0f} |")
+        cells = " | ".join(format(r[key], fmt) for key, _, fmt in columns)
+        lines.append(f"| {r['label']} | {cells} | {r['params_M']:.2f} | {r['wall_s']:.0f} |")
     return "\n".join(lines)
 
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--work-dir", default="work_dirs/demo", help="default: work_dirs/demo")
+    parser.add_argument("demo", nargs="?", default="segmentation", choices=sorted(DEMOS),
+                        help="which demo (default: segmentation)")
+    parser.add_argument("--work-dir", default=None, help="default: work_dirs/demo (segmentation), "
+                                                         "work_dirs/demo_<name> (others)")
     parser.add_argument("--quick", action="store_true",
-                        help="a few iterations on a handful of scenes: checks the pipeline in seconds")
+                        help="a few iterations on a handful of samples: checks the pipeline in seconds")
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"],
                         help="default cpu (the numbers in the README were measured there)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch CPU threads (default: the available cores, at most 8)")
     parser.add_argument("--seed", type=int, default=None, help="seed of all three runs (default: configs' 0)")
-    parser.add_argument("--pictures", type=int, default=4, help="validation scenes to draw (default 4)")
+    parser.add_argument("--pictures", type=int, default=4, help="validation samples to draw (default 4)")
     args = parser.parse_args(argv)
+    demo = DEMOS[args.demo]
 
     import torch
 
     threads = _threads(args.threads)
     torch.set_num_threads(threads)
-    work_dir = Path(args.work_dir)
+    work_dir = Path(args.work_dir or demo["work_dir"])
     work_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
 
-    configs = {name: DEMO_CONFIGS / fname for name, fname, _ in STAGES}
+    stages = demo["stages"]
+    teacher, baseline, distilled = (name for name, _, _ in stages)
+    configs = {name: demo["configs"] / fname for name, fname, _ in stages}
     base = list(QUICK) if args.quick else []
     if args.seed is not None:
         base.append(f"seed={args.seed}")
     overrides = {name: list(base) for name in configs}
-    overrides["skd"].append(f"teacher.checkpoint={str(work_dir / 'teacher' / 'checkpoints' / 'best.pth')!r}")
+    overrides[distilled].append(f"teacher.checkpoint={str(work_dir / teacher / 'checkpoints' / 'best.pth')!r}")
 
     from densekd.config import load_config
 
     cfgs = {name: load_config(configs[name], overrides[name]) for name in configs}
+    columns = demo["columns"]
     rows, summaries = [], {}
-    for name, _fname, label in STAGES:
+    for name, _fname, label in stages:
         summary = run_stage(name, configs[name], cfgs[name], work_dir / name, overrides[name], args.device)
         summaries[name] = summary
         final = summary["final"]
-        rows.append(dict(stage=name, label=label, config=_rel(configs[name]), mIoU=final["mIoU"],
-                         pixel_acc=final["pixel_acc"], mean_acc=final["mean_acc"], params_M=summary["params_M"],
-                         wall_s=summary["wall_s"], iters=summary["iters"]))
+        rows.append(dict(stage=name, label=label, config=_rel(configs[name]), params_M=summary["params_M"],
+                         wall_s=summary["wall_s"], iters=summary["iters"],
+                         **{key: final[key] for key, _, _ in columns}))
 
-    pics = pictures(work_dir, cfgs, args.pictures, args.device)
-    table = results_table(rows)
-    gain = rows[2]["mIoU"] - rows[1]["mIoU"]
+    pics = pictures(work_dir, cfgs, stages, args.pictures, args.device)
+    table = results_table(rows, columns)
+    primary = columns[0][0]
+    fmt = columns[0][2]
+    gain = rows[2][primary] - rows[1][primary]
     total = time.time() - start
-    verdict = (f"Structured KD changes the student's mIoU by {gain:+.2f} points "
-               f"({rows[1]['mIoU']:.2f} -> {rows[2]['mIoU']:.2f}); teacher {rows[0]['mIoU']:.2f}.")
-    data = cfgs["baseline"]["data"]
+    verdict = (f"{demo['method']} changes the student's {primary} by {format(gain, '+' + fmt)} "
+               f"({format(rows[1][primary], fmt)} -> {format(rows[2][primary], fmt)}); teacher "
+               f"{format(rows[0][primary], fmt)}.")
+    data = cfgs[baseline]["data"]
     results = {
-        "rows": rows, "kd_gain_mIoU": round(gain, 3), "quick": args.quick, "device": args.device,
-        "threads": threads, "seed": summaries["baseline"]["seed"], "total_s": round(total, 1),
+        "demo": args.demo, "rows": rows, f"kd_gain_{primary}": round(gain, 4), "quick": args.quick,
+        "device": args.device, "threads": threads, "seed": summaries[baseline]["seed"], "total_s": round(total, 1),
         "pictures": [_rel(p) for p in pics],
-        "note": (f"synthetic Cityscapes stand-in (SyntheticCityscapes; training labels with annotation noise "
-                 f"label_noise={data['train'].get('label_noise', 0.0)}); metrics on its "
-                 f"{data['val'].get('num_samples')} validation scenes (exact labels)")
+        "note": demo["note"].format(label_noise=data["train"].get("label_noise", 0.0),
+                                    num_val=data["val"].get("num_samples"))
                 if not args.quick else "--quick: a few iterations, numbers are not meaningful",
     }
     (work_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    md = ["# densekd demo: structured KD on synthetic Cityscapes", "",
+    md = [f"# densekd demo: {demo['title']}", "",
           f"{'Quick smoke run (--quick): numbers not meaningful. ' if args.quick else ''}"
           f"Device {args.device}, {threads} thread(s), seed {results['seed']}, total {total:.0f} s.", "",
           table, "", verdict, "", "Pictures (image | ground truth | teacher | baseline | distilled):", ""]
