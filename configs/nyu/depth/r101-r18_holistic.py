@@ -1,0 +1,1 @@
+_base_ = ['./student_fpn_r18.py', '../../_base_/nyu/depth_teacher_r101.py', '../../_base_/nyu/depth_methods/holistic.py']
