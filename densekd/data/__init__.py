@@ -1,2 +1,2 @@
 """Datasets (registered in ``densekd.registry.DATASETS``) and reproducible loaders."""
-from densekd.data import cifar, cityscapes, crd, pairs, synthetic_cityscapes  # noqa: F401
+from densekd.data import cifar, cityscapes, crd, nyu, pairs, synthetic_cityscapes, synthetic_nyu  # noqa: F401
