@@ -312,7 +312,8 @@ class NYUTransform:
     RNG, then pad / crop / flip run through :class:`~densekd.data.transforms.SegTrainTransform` (re-seeded from
     the global numpy RNG), so the loader's per-sample seeding makes every augmentation reproducible.
     Resizing uses cv2's centre-aligned nearest neighbour (``INTER_NEAREST_EXACT``) for depth and label, the
-    same pixel grid as the bilinear image resize.
+    same pixel grid as the bilinear image resize. Evaluation (``augment=False``): the full frame, normalised
+    only (``crop_size`` and ``scale_range`` are ignored); ``max_depth`` applies in both modes.
     """
 
     def __init__(self, augment: bool, crop_size=None, scale_range: Sequence[float] | None = (1.0, 1.5),
