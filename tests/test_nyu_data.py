@@ -292,7 +292,8 @@ def test_errors_name_the_file_key_and_layout(labeled, tmp_path):
         NYUDepthV2(r, num_classes=20)
     # a label id the mapping does not cover is reported with its frame
     short = write_mapping_mat(str(tmp_path / "short.mat"), map_class[:10], CLASSES40)
-    with pytest.raises(ValueError, match=r"label ids 0\.\.\d+ in frame 1 \(1-based\).*outside the class mapping \(raw ids 0\.\.10"):
+    msg = r"label ids 0\.\.\d+ in frame 1 \(1-based\).*outside the class mapping \(raw ids 0\.\.10"
+    with pytest.raises(ValueError, match=msg):
         NYUDepthV2(r, mapping_file=short).load(0)
 
 

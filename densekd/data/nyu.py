@@ -222,7 +222,8 @@ def read_splits(path: str, n_frames: int | None = None) -> dict[str, np.ndarray]
             for split, key in (("train", "trainNdxs"), ("test", "testNdxs"))}
 
 
-def read_class_mapping(path: str, keys: Sequence[str] = ("mapClass", "className")) -> tuple[np.ndarray, list[str] | None]:
+def read_class_mapping(path: str, keys: Sequence[str] = ("mapClass", "className")
+                       ) -> tuple[np.ndarray, list[str] | None]:
     """A class-mapping file -> (``mapClass`` as int64 vector, raw id ``k`` at entry ``k - 1``; class names or
     None when the names key is absent). ``keys = (mapping key, names key)``."""
     layout = f"a MATLAB file with {keys[0]} (1 x 894: new class id for each raw id 1..894, 0 = unlabeled) and " \

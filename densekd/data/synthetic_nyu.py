@@ -186,11 +186,13 @@ def _top_props(room: _Room, lo, hi, top: float, n: int, choices: Sequence[int]) 
         sx, sz = (hi[0] - lo[0]), (hi[2] - lo[2])
         w = min(u(0.12, 0.4), sx * 0.6)
         d = min(u(0.1, 0.35), sz * 0.6)
-        h = {BOOKS: u(0.15, 0.3), LAMP: u(0.3, 0.55), TV: u(0.3, 0.6), PAPER: 0.01, BOX: u(0.1, 0.35)}.get(cls, u(0.08, 0.3))
+        h = {BOOKS: u(0.15, 0.3), LAMP: u(0.3, 0.55), TV: u(0.3, 0.6), PAPER: 0.01,
+             BOX: u(0.1, 0.35)}.get(cls, u(0.08, 0.3))
         x0 = lo[0] + u(0.02, max(sx - w - 0.02, 0.021))
         z0 = lo[2] + u(0.02, max(sz - d - 0.02, 0.021))
         if cls == LAMP:  # a stem and a shade
-            room.add((x0 + w / 2 - 0.02, top, z0 + d / 2 - 0.02), (x0 + w / 2 + 0.02, top + h * 0.6, z0 + d / 2 + 0.02), LAMP)
+            mx, mz = x0 + w / 2, z0 + d / 2
+            room.add((mx - 0.02, top, mz - 0.02), (mx + 0.02, top + h * 0.6, mz + 0.02), LAMP)
             room.add((x0, top + h * 0.6, z0), (x0 + w, top + h, z0 + d), LAMP)
         elif cls == TV:
             room.add((x0, top, z0 + d * 0.4), (x0 + max(w, 0.35), top + h, z0 + d * 0.4 + 0.05), TV)
@@ -534,7 +536,8 @@ def render_room(rng: np.random.Generator, height: int, width: int, kind: str | N
     label = np.where(is_obj, box_cls[oi], label)
 
     # surfaces of the room: floor, ceiling, walls
-    floor_tex = {"bathroom": T_TILES, "kitchen": T_TILES}.get(kind, int(rng.choice([T_PLANKS, T_PLANKS, T_TILES, T_CARPET])))
+    floor_tex = {"bathroom": T_TILES, "kitchen": T_TILES}.get(
+        kind, int(rng.choice([T_PLANKS, T_PLANKS, T_TILES, T_CARPET])))
     floor_col = {T_PLANKS: (150, 105, 65), T_TILES: (185, 180, 170), T_CARPET: (110, 100, 95)}[floor_tex]
     wall_tex = T_TILES if kind == "bathroom" else (T_STRIPES if rng.random() < 0.45 else T_PLAIN)
     hue = rng.uniform(0, 1)
@@ -660,7 +663,8 @@ def write_labeled_mat(path: str, images, depths, labels, names: Sequence[str] | 
         put("images", np.ascontiguousarray(images.transpose(0, 3, 2, 1)), "uint8")
         put("depths", np.ascontiguousarray(depths.transpose(0, 2, 1)).astype(depth_dtype), mclass)
         if raw_depths is not None:
-            put("rawDepths", np.ascontiguousarray(np.asarray(raw_depths).transpose(0, 2, 1)).astype(depth_dtype), mclass)
+            raw = np.ascontiguousarray(np.asarray(raw_depths).transpose(0, 2, 1)).astype(depth_dtype)
+            put("rawDepths", raw, mclass)
         put("labels", np.ascontiguousarray(labels.transpose(0, 2, 1)).astype(np.uint16), "uint16")
         if names is not None:
             refs_group = f.create_group("#refs#")

@@ -2,8 +2,9 @@
 # list of BTS / AdaBins), evaluation on the 654 labeled test frames.
 # Expected under data/nyu_depth_v2/ (or --data-root PATH; both datasets read from that root):
 #   sync/<scene>/rgb_XXXXX.jpg, sync/<scene>/sync_depth_XXXXX.png   (uint16 millimetres, 0 = missing)
-#   nyu_train_files.txt   lines 'rgb_path depth_path focal' relative to the root (BTS's list with paths prefixed by
-#                         'sync', e.g. 'sync/kitchen_0028b/rgb_00045.jpg sync/kitchen_0028b/sync_depth_00045.png 518.8579')
+#   nyu_train_files.txt   lines 'rgb_path depth_path focal' relative to the root (BTS's list with its paths
+#                         prefixed by 'sync', e.g.
+#                         'sync/kitchen_0028b/rgb_00045.jpg sync/kitchen_0028b/sync_depth_00045.png 518.8579')
 #   nyu_depth_v2_labeled.mat, splits.mat  (the test split)
 # --synthetic swaps in SyntheticNYUDepthRaw / SyntheticNYUDepthV2 (procedural rooms, 96 x 128 frames).
 #
