@@ -208,7 +208,7 @@ def _legged(room: _Room, lo, hi, top: float, cls: int, thick: float = 0.04, leg:
             room.add((x, 0.0, z), (x + leg, top - thick, z + leg), cls)
 
 
-def _chair(room: _Room, near=None) -> None:
+def _chair(room: _Room) -> None:
     u = room.rng.uniform
     s = u(0.4, 0.5)
     fp = room.floor_item(s, s)
