@@ -188,7 +188,7 @@ def load_pretrained(model: SegModel, path: str) -> str:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"pretrained weights not found: {path!r}. densekd never downloads weights; put a "
                                 f"local state dict there (e.g. a torchvision ResNet .pth) or set pretrained=None")
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    obj = torch.load(path, map_location="cpu", weights_only=False)  # densekd checkpoints hold RNG states too
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
