@@ -45,3 +45,23 @@ def test_demo_quick_writes_table_results_and_pictures(tmp_path):
 
     img = cv2.imread(str(pics[0]))
     assert img.shape[1] == 5 * 128 + 4 * 2  # image | ground truth | teacher | baseline | distilled
+
+
+def test_depth_demo_quick_writes_its_table_and_depth_pictures(tmp_path):
+    wd = tmp_path / "demo_depth"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "depth", "--quick", "--work-dir", str(wd),
+                           "--threads", "1", "--pictures", "1"], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((wd / "results.json").read_text())
+    assert results["demo"] == "depth" and [r["stage"] for r in results["rows"]] == ["teacher", "baseline", "kd"]
+    base, kd = results["rows"][1], results["rows"][2]
+    assert math.isclose(results["kd_gain_abs_rel"], kd["abs_rel"] - base["abs_rel"], abs_tol=1e-4)
+    assert all(r["abs_rel"] > 0 and 0 <= r["delta1"] <= 1 for r in results["rows"])
+    assert json.loads((wd / "kd" / "summary.json").read_text())["distill"] == ["DepthKD"]
+    assert "checkpoint not found" not in (wd / "kd" / "train.log").read_text()
+    assert "| model | abs rel ↓ | rmse (m) ↓ | δ1 ↑ |" in (wd / "results.md").read_text()
+    import cv2
+
+    img = cv2.imread(str(wd / "pictures" / "val_000.png"))
+    assert img.shape[1] == 5 * 128 + 4 * 2 and (wd / "pictures" / "legend.png").is_file()
