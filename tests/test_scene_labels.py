@@ -38,3 +38,14 @@ def test_wrapper_adds_image_labels_and_keeps_the_maps():
     assert item["target"].item() == 4 and torch.equal(item["label"], torch.tensor([[4, 0], [0, 0]]))
     with pytest.raises(KeyError, match="has no 'seg' label map"):
         DominantClassDataset(Maps(), label_key="seg")
+
+
+def test_tuple_loads_are_named_by_load_keys():
+    from densekd.data.synthetic_nyu import SyntheticNYUDepthV2
+
+    rooms = SyntheticNYUDepthV2(split="train", num_samples=3, size=(24, 32))
+    ds = DominantClassDataset(rooms, exclude=[0, 1, 21])
+    for i in range(3):
+        label = rooms.load(i)[2]
+        assert ds.targets[i] == dominant_class(label, 40, [0, 1, 21])
+    assert rooms.load_keys == ("image", "depth", "label")

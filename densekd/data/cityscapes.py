@@ -148,6 +148,8 @@ class Cityscapes(Dataset):
     order, :data:`CLASSES`) and ``palette`` (their official RGB colours, :data:`PALETTE`).
     """
 
+    load_keys = ('image', 'label')  # what load(index) returns, in order
+
     CLASSES = CLASSES
     PALETTE = PALETTE
     class_names = list(CLASSES)  # metadata the task takes (names in reports, colours in pictures)

@@ -405,6 +405,8 @@ class NYUDepthV2(Dataset):
     Metadata: ``class_names`` (:data:`CLASSES40`, or the mapping file's names), ``palette`` (:data:`PALETTE40`).
     """
 
+    load_keys = ('image', 'depth', 'label')  # what load(index) returns, in order
+
     CLASSES = CLASSES40
     PALETTE = PALETTE40
     class_names = list(CLASSES40)
@@ -649,6 +651,8 @@ class NYUDepthRaw(Dataset):
 
     Every listed file is checked at construction; a missing one is a FileNotFoundError naming it and its line.
     """
+
+    load_keys = ('image', 'depth')  # what load(index) returns, in order
 
     synthetic = "SyntheticNYUDepthRaw"
 

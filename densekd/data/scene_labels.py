@@ -38,7 +38,8 @@ class DominantClassDataset(Dataset):
 
     Args:
         dataset: the inner dataset (object or config dict); it must provide ``load(index)`` returning the raw
-            sample with the label map under ``label_key`` (the real and synthetic NYU loaders do).
+            sample with the label map under ``label_key`` -- a dict, or a tuple named by the dataset's ``load_keys``
+            (the real and synthetic NYU and Cityscapes loaders).
         exclude: class ids never chosen while another class is present (default none).
         label_key: the label map's key in ``load(index)`` and in samples (default ``'label'``).
     """
@@ -57,6 +58,12 @@ class DominantClassDataset(Dataset):
 
     def _target_of(self, index: int) -> int:
         raw = self.dataset.load(index)
+        if isinstance(raw, (tuple, list)):  # the loaders' convention: a tuple named by `load_keys`
+            keys = getattr(self.dataset, "load_keys", None)
+            if keys is None or len(keys) != len(raw):
+                raise ValueError(f"DominantClassDataset: {type(self.dataset).__name__}.load returns a tuple but the "
+                                 f"dataset declares no matching load_keys (the names of its entries)")
+            raw = dict(zip(keys, raw))
         if not isinstance(raw, dict) or self.label_key not in raw:
             raise KeyError(f"DominantClassDataset: {type(self.dataset).__name__}.load({index}) has no "
                            f"{self.label_key!r} label map (set label_key)")

@@ -367,6 +367,8 @@ class SyntheticCityscapes(Dataset):
     time, from an RNG seeded by (split, index); the image is unchanged. The demo sets it on its training split only.
     """
 
+    load_keys = ('image', 'label')  # what load(index) returns, in order
+
     CLASSES = CLASSES
     PALETTE = PALETTE
     class_names = list(CLASSES)  # the real dataset's metadata (see Cityscapes)

@@ -745,6 +745,8 @@ class SyntheticNYUDepthV2(Dataset):
     depth with Kinect-like holes (0). ``write_tree`` writes the three real files.
     """
 
+    load_keys = ('image', 'depth', 'label')  # what load(index) returns, in order
+
     CLASSES = CLASSES40
     PALETTE = PALETTE40
     class_names = list(CLASSES40)
@@ -862,6 +864,8 @@ class SyntheticNYUDepthRaw(Dataset):
     and ignored; ``filelist`` names the stream: samples are deterministic per (file-list name, index)) plus
     ``num_samples`` (default 400) and ``size`` (default 96 x 128). Depth has Kinect-like holes and is quantised
     to millimetres (what a uint16 PNG holds); ``focal`` is NYU's focal scaled to the frame width."""
+
+    load_keys = ('image', 'depth')  # what load(index) returns, in order
 
     def __init__(self, root: str | None = None, filelist: str = "nyu_train_files.txt",
                  crop_size: Sequence[int] | int | None = None, augment: bool | None = None,
