@@ -55,7 +55,7 @@ DEMOS = {
     "depth": dict(
         configs=ROOT / "configs" / "nyu" / "demo", work_dir="work_dirs/demo_depth",
         title="depth distillation on synthetic NYU-Depth v2 rooms", method="Depth KD",
-        stages=(("teacher", "teacher.py", "Teacher (FPN-R18, 4 stages, 128-ch decoder)"),
+        stages=(("teacher", "teacher.py", "Teacher (FPN-R18, 4 stages, 128-ch decoder, complete depth)"),
                 ("baseline", "student_baseline.py", "Student baseline (FPN-R18, 2 stages, 32-ch decoder)"),
                 ("kd", "student_kd.py", "Student + DepthKD (pixel-wise L1 to the teacher's depth)")),
         columns=(("abs_rel", "abs rel ↓", ".4f"), ("rmse", "rmse (m) ↓", ".4f"), ("delta1", "δ1 ↑", ".4f")),

@@ -14,4 +14,4 @@ data = dict(
 )
 optimizer = dict(lr=1e-3)
 lr_schedule = dict(warmup_iters=50)
-train = dict(_delete_=True, iters=600, eval_interval=600, checkpoint_interval=600, log_interval=25)
+train = dict(_delete_=True, iters=500, eval_interval=500, checkpoint_interval=500, log_interval=25)
