@@ -8,6 +8,7 @@ from typing import Callable
 
 from densekd.config import Config, load_config
 from densekd.engine.launch import USER_ERRORS
+from densekd.engine.workdir import WorkDirError, earlier_run
 from densekd.pipelines import refs
 from densekd.pipelines.report import StageResult, markdown, write_report
 from densekd.pipelines.spec import Pipeline, PipelineError, Stage
@@ -144,6 +145,12 @@ class PipelineRunner:
         try:
             trainer = Trainer(stage.cfg, stage.work_dir, device=self.device, synthetic=self.synthetic,
                               resume=resume, max_iters=self.max_iters)
+        except WorkDirError as exc:
+            if exc.kind != "earlier_run":
+                raise PipelineError(f"stage {stage.name!r} ({stage.config}): {exc}") from None
+            raise PipelineError(f"stage {stage.name!r}: {stage.work_dir} holds {earlier_run(stage.work_dir)}, which the "
+                                f"pipeline can neither skip (not finished: {state.reason}) nor resume (no "
+                                f"checkpoints/last.pth); delete {stage.work_dir} to train the stage again") from None
         except USER_ERRORS as exc:
             raise PipelineError(f"stage {stage.name!r} ({stage.config}): {exc}") from None
         summary = trainer.train()
