@@ -135,6 +135,24 @@ def test_pipeline_stage_with_unresumable_leftovers_says_what_to_delete(tiny_conf
         runner.run()
 
 
+def test_pipeline_resume_refuses_a_changed_config_naming_the_key(tiny_config, tmp_path):
+    from densekd.pipelines import PipelineError, PipelineRunner, load_pipeline
+
+    pipe = write_config(tmp_path / "pipe.py", f"stages = [dict(name='a', config={str(tiny_config(epochs=1))!r})]\n")
+
+    def run(options=(), **kw):
+        pipeline = load_pipeline(pipe, work_dir=str(tmp_path / "work"), cli_options=list(options))
+        return PipelineRunner(pipeline, device="cpu", log=lambda m: None, **kw).run()
+
+    run(max_iters=2)
+    leftover = tmp_path / "work" / "a" / "checkpoints" / ".last.pth.x1y2.tmp"  # a write cut short by a kill
+    leftover.write_bytes(b"partial")
+    with pytest.raises(PipelineError, match=r"optimizer.lr \(0.05 -> 0.1\)"):
+        run(["optimizer.lr=0.1"], max_iters=4)
+    results = run(max_iters=4)
+    assert results[0].status == "resumed" and results[0].summary["iters"] == 4 and not leftover.exists()
+
+
 # -- failures after start-up ----------------------------------------------------------------------------------------
 FAULT_CNN = "model = dict(type='_FaultCNN', num_classes=100, width=8, {arg})\n"
 FAULT_HEADER = "import tests.fault_helpers  # noqa: F401\n"

@@ -248,6 +248,8 @@ def claim_work_dir(work_dir: str | os.PathLike, resume: bool = False, overwrite:
         raise WorkDirError("--resume continues the run in the work dir and --overwrite replaces it: give one of them")
     lock = WorkDirLock(wd).acquire()
     try:
+        for tmp in (wd / "checkpoints").glob(".*.pth.*.tmp"):  # a write cut short by a kill: ours to clean now
+            tmp.unlink(missing_ok=True)
         what = earlier_run(wd)
         if what and not resume:
             if not overwrite:

@@ -45,7 +45,7 @@ def _flatten(value, prefix: str = "") -> dict:
     return {prefix.rstrip("."): value}
 
 
-# settings that do not change what a stage learns
+# settings that do not change what a stage learns (a finished stage is kept without a warning about them)
 IGNORED_CHANGES = {"data.num_workers", "data.pin_memory", "train.log_interval"}
 
 
@@ -134,11 +134,7 @@ class PipelineRunner:
             return StageResult(stage.name, stage.config, stage.work_dir, "skipped", state.summary)
         self.check_inputs(stage)
         resume = state.status == RESUME
-        if resume:
-            changed = config_changes(stage.work_dir, stage.cfg)
-            if changed:
-                self.log(f"WARNING stage {stage.name!r}: resuming with a changed config (differs in "
-                         f"{', '.join(changed[:6])}{', ...' if len(changed) > 6 else ''})")
+        if resume:  # the trainer refuses a changed config (naming the keys) and warns for keys safe to change
             self.log(f"stage {stage.name!r}: resuming ({state.reason})")
         else:
             self.log(f"stage {stage.name!r}: training {stage.config} in {stage.work_dir}")
