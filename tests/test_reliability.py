@@ -376,6 +376,13 @@ def test_a_word_for_a_numeric_key_is_an_error_not_a_string(tiny_config, tmp_path
     assert not (tmp_path / "w").exists()
 
 
+def test_a_missing_dataset_is_one_line_naming_the_layout(tmp_path, capsys):
+    cfg = write_config(tmp_path / "c.py", f"_base_ = ['{ROOT}/configs/cifar100/students/resnet20.py']\n")
+    code, _, err = cli("train", [cfg, "--work-dir", tmp_path / "w", "--data-root", tmp_path / "nowhere"], capsys)
+    line = error_line(err)
+    assert code == 2 and "CIFAR-100 train file not found" in line and "Expected layout" in line, line
+
+
 def test_max_iters_must_not_be_negative(tiny_config, tmp_path, capsys):
     for tool in ("train", "pipeline"):
         code, _, err = cli(tool, [tiny_config(), "--max-iters", "-1"], capsys)

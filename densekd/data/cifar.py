@@ -106,7 +106,7 @@ class CIFAR100(_CIFARBase):
         path = folder / split
         if not path.is_file():
             raise FileNotFoundError(
-                f"CIFAR-100 {split} file not found: {path}\n"
+                f"CIFAR-100 {split} file not found: {path}. "
                 f"Expected layout: {Path(root) / 'cifar-100-python'}/{{train,test,meta}} (the official python "
                 f"pickles). Download cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, "
                 f"extract it under {root}, or pass --data-root PATH. For a smoke run without data use --synthetic.")

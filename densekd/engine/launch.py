@@ -59,9 +59,13 @@ def default_work_dir(cfg: Config, explicit: str | None, seed: int | None = None)
     return base / f"seed{seed}" if seed is not None else base
 
 
+def one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
 def fail(exc: Exception) -> None:
-    """Print a config/data error as one readable message and exit 2 (no traceback)."""
-    print(f"error: {exc}", file=sys.stderr)
+    """Print a config/data error as one readable line and exit 2 (no traceback)."""
+    print(f"error: {one_line(exc)}", file=sys.stderr)
     raise SystemExit(2)
 
 
@@ -73,7 +77,7 @@ def fail_after_start(exc: BaseException) -> None:
     failure = failure_of(exc)
     if failure is None:
         raise exc
-    print(f"error: {failure.line()}", file=sys.stderr)
+    print(f"error: {one_line(failure.line())}", file=sys.stderr)
     raise SystemExit(1)
 
 
