@@ -177,21 +177,53 @@ def _literal(node: ast.AST) -> Any:
     return ast.literal_eval(node)
 
 
+_WORDS = {"true": True, "false": False, "none": None, "null": None, "nan": float("nan"), "+nan": float("nan"),
+          "-nan": float("nan"), "inf": float("inf"), "+inf": float("inf"), "-inf": float("-inf"),
+          "infinity": float("inf"), "+infinity": float("inf"), "-infinity": float("-inf")}
+
+
+class _NonFinite(ast.NodeTransformer):
+    """``nan`` / ``inf`` names inside a literal (``[1, inf]``) as float constants."""
+
+    def visit_Name(self, node: ast.Name):
+        if node.id.lower() in _WORDS and isinstance(_WORDS[node.id.lower()], float):
+            return ast.copy_location(ast.Constant(_WORDS[node.id.lower()]), node)
+        return node
+
+
 def parse_override_value(text: str) -> Any:
-    """``'1'`` -> 1, ``'[1,2]'`` -> [1, 2], ``"dict(a=1)"`` -> {'a': 1}, ``'None'`` -> None, ``'sgd'`` -> 'sgd'."""
+    """A ``--cfg-options`` value as a Python literal: ``'1'`` -> 1, ``'1e-3'`` -> 0.001, ``'[1,2]'`` -> [1, 2],
+    ``"dict(a=1)"`` -> {'a': 1}, ``'None'``/``'null'`` -> None, ``'True'``/``'true'`` -> True, ``'nan'``,
+    ``'inf'``, ``'-inf'`` -> floats; anything else stays a string (``'sgd'`` -> 'sgd')."""
+    stripped = text.strip()
+    if stripped.lower() in _WORDS:
+        return _WORDS[stripped.lower()]
     try:
-        return _literal(ast.parse(text.strip(), mode="eval").body)
+        tree = _NonFinite().visit(ast.parse(stripped, mode="eval"))
+        return _literal(tree.body)
     except (ValueError, SyntaxError, TypeError):
-        lowered = text.strip().lower()
-        if lowered in ("true", "false"):
-            return lowered == "true"
-        if lowered in ("none", "null"):
-            return None
         return text
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+NUMERIC_KEYS = frozenset({
+    "seed", "task_weight", "optimizer.lr", "optimizer.momentum", "optimizer.weight_decay", "optimizer.dampening",
+    "optimizer.eps", "lr_schedule.gamma", "lr_schedule.power", "lr_schedule.min_lr_ratio",
+    "lr_schedule.warmup_iters", "lr_schedule.warmup_ratio", "train.epochs", "train.iters", "train.eval_interval",
+    "train.log_interval", "train.checkpoint_interval", "train.grad_clip", "train.accumulate",
+    "train.max_consecutive_skips", "data.batch_size", "data.val_batch_size", "data.num_workers",
+    "strategy.init_epochs", "strategy.init_lr", "strategy.weight",
+})
+"""Keys that take a number even where the config leaves them unset (``train.grad_clip=None``): a
+``--cfg-options`` value for them (or for any key that currently holds a number) must parse as one."""
+
+
 def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
-    """Apply ``a.b=1`` style overrides; list items are addressed by index (``distill.0.weight=2``)."""
+    """Apply ``a.b=1`` style overrides; list items are addressed by index (``distill.0.weight=2``). A value
+    that is not a literal (a bare word) for a numeric key is an error, not a string."""
     source = "--cfg-options"
     for item in overrides:
         if "=" not in item:
@@ -216,6 +248,12 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
             else:
                 raise ConfigError(f"--cfg-options {key}: {here!r} is not a dict or list")
         last = parts[-1]
+        current = node[int(last)] if isinstance(node, list) and _is_index(last) and -len(node) <= int(last) < len(node) \
+            else (node.get(last) if isinstance(node, dict) else None)
+        if isinstance(value, str) and (_is_number(current) or key in NUMERIC_KEYS):
+            raise ConfigError(f"--cfg-options {key}={raw.strip()}: {key} takes a number "
+                              f"(now {current!r}), and {raw.strip()!r} is not one; write e.g. {key}=0.1, 1e-3, "
+                              f"nan or inf")
         if isinstance(node, list):
             if not _is_index(last) or not -len(node) <= int(last) < len(node):
                 raise ConfigError(f"--cfg-options {key}: index {last!r} out of range for a list of {len(node)}")

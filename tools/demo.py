@@ -86,10 +86,10 @@ def run_stage(name: str, config: Path, cfg, work_dir: Path, overrides: list[str]
     from densekd.engine.trainer import Trainer
 
     shown = " ".join(shlex.quote(o) for o in overrides)
-    print(f"\n=== {name}: python tools/train.py {_rel(config)} --work-dir {_rel(work_dir)}"
+    print(f"\n=== {name}: python tools/train.py {_rel(config)} --work-dir {_rel(work_dir)} --overwrite"
           + (f" --cfg-options {shown}" if overrides else "") + "\n", flush=True)
     start = time.time()
-    trainer = Trainer(cfg, work_dir, device=device, synthetic=True)
+    trainer = Trainer(cfg, work_dir, device=device, synthetic=True, overwrite=True)  # the demo retrains its own runs
     summary = trainer.train()
     summary["wall_s"] = round(time.time() - start, 1)
     summary["params_M"] = round(sum(p.numel() for p in trainer.strategy.primary_model.parameters()) / 1e6, 3)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from densekd.engine.launch import USER_ERRORS, fail  # noqa: E402
+from densekd.engine.launch import USER_ERRORS, add_cfg_options, fail, fail_after_start, non_negative_int  # noqa: E402
 
 
 def main(argv=None):
@@ -30,14 +30,13 @@ def main(argv=None):
     parser.add_argument("--synthetic", action="store_true",
                         help="replace every dataset by its built-in synthetic stand-in (smoke runs, tests)")
     parser.add_argument("--data-root", default=None, help="root of the real dataset (every stage)")
-    parser.add_argument("--max-iters", type=int, default=None,
+    parser.add_argument("--max-iters", type=non_negative_int, default=None,
                         help="stop every stage after N iterations (a smoke run); a stage with such a run is finished")
     parser.add_argument("--seed", type=int, default=None, help="seed of every stage")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--only", nargs="+", default=[], metavar="NAME",
                         help="run only these stages (the inputs they read must exist)")
-    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override settings of every stage, e.g. data.batch_size=32")
+    add_cfg_options(parser, "override settings of every stage, e.g. data.batch_size=32 (repeatable)")
     args = parser.parse_args(argv)
     from densekd.engine.distributed import teardown
     from densekd.pipelines import PipelineError, PipelineRunner, load_pipeline
@@ -54,6 +53,8 @@ def main(argv=None):
         results = runner.run()
     except PipelineError as exc:
         fail(exc)
+    except Exception as exc:  # noqa: BLE001 - a stage failed after start-up: one line, traceback in its train.log
+        fail_after_start(exc)
     finally:
         teardown()
     print()

@@ -4,8 +4,8 @@
     python tools/smoke_configs.py configs/cifar100/distill [more folders or files] [--max-iters 2]
                                   [--cfg-options k=v ...] [--out results.json]
 
-Runs `tools/train.py CONFIG --synthetic --max-iters N` for each config (work dirs under
-work_dirs/smoke/) and reports which started, how long each took, and the first error line.
+Runs `tools/train.py CONFIG --synthetic --max-iters N --overwrite` for each config (scratch work dirs under
+work_dirs/smoke/, replaced on every run) and reports which started, how long each took, and the first error line.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("paths", nargs="+")
     parser.add_argument("--max-iters", type=int, default=2)
-    parser.add_argument("--cfg-options", nargs="+", default=[])
+    parser.add_argument("--cfg-options", nargs="+", action="extend", default=[])
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     configs = sorted({c for p in args.paths for c in ([Path(p)] if Path(p).is_file() else Path(p).rglob("*.py"))})
@@ -31,7 +31,8 @@ def main(argv=None) -> dict:
     for i, cfg in enumerate(configs, 1):
         start = time.time()
         cmd = [sys.executable, str(ROOT / "tools/train.py"), str(cfg), "--synthetic", "--max-iters",
-               str(args.max_iters), "--device", "cpu", "--work-dir", str(ROOT / "work_dirs/smoke" / cfg.with_suffix(""))]
+               str(args.max_iters), "--device", "cpu", "--overwrite",
+               "--work-dir", str(ROOT / "work_dirs/smoke" / cfg.with_suffix(""))]
         if args.cfg_options:
             cmd += ["--cfg-options", *args.cfg_options]
         proc = subprocess.run(cmd, capture_output=True, text=True)

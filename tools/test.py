@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""Evaluate a checkpoint on the config's validation set.
+"""Evaluate a checkpoint on the config's validation set (only that split is read).
 
     python tools/test.py CONFIG CHECKPOINT [--synthetic] [--data-root PATH] [--out FILE]
+
+A damaged or foreign CHECKPOINT is one line naming the file, what is wrong and what to do (exit 2).
 """
 from __future__ import annotations
 
@@ -27,6 +29,8 @@ def main(argv=None) -> dict:
         cfg = prepare(args)
         metrics, task = evaluate_checkpoint(cfg, args.checkpoint, device=args.device)
     except USER_ERRORS as exc:
+        fail(exc)
+    except OSError as exc:
         fail(exc)
     text = json.dumps(metrics, indent=2)
     print(text)

@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Draw segmentation results: one PNG per validation image, image | ground truth | teacher | student, drawn by
-the task (segmentation: the dataset's palette, e.g. Cityscapes' official colours; ignore pixels black).
+"""Draw predictions: one PNG per validation image, image | ground truth | teacher | student, drawn by the task
+(segmentation: the dataset's palette, e.g. Cityscapes' official colours; ignore pixels black). Only tasks that
+draw pictures are supported; a config of another task (classification) is a one-line error naming those that do.
 
     python tools/visualize.py CONFIG CHECKPOINT [--teacher-checkpoint PATH] [--synthetic] [--data-root PATH]
                               [--num N] [--out DIR] [--cfg-options k=v ...] [--device cpu|cuda]
@@ -38,19 +39,45 @@ def _sample_name(dataset, index: int) -> str:
     return f"sample{index:04d}"
 
 
+def drawing_tasks() -> list[str]:
+    """The registered tasks that draw pictures (they define ``draw_target`` and ``draw_prediction``)."""
+    from densekd.registry import TASKS
+    from densekd.tasks.base import Task
+
+    names = []
+    for name in TASKS.names():
+        cls = TASKS.get(name)
+        if isinstance(cls, type) and issubclass(cls, Task) and cls.draw_target is not Task.draw_target \
+                and cls.draw_prediction is not Task.draw_prediction:
+            names.append(name)
+    return names
+
+
+def check_task_draws(cfg) -> None:
+    """A config whose task draws no pictures (classification) is a one-line error naming those that do."""
+    from densekd.registry import TASKS
+
+    task_type = (cfg.get("task") or {}).get("type", "classification")
+    drawing = drawing_tasks()
+    if isinstance(task_type, str) and task_type not in drawing and task_type in TASKS:
+        raise ValueError(f"tools/visualize.py draws pictures for {', '.join(drawing)} configs only; this config's "
+                         f"task is {task_type!r}, which draws none (evaluate it with tools/test.py instead)")
+
+
 def visualize(cfg, checkpoint: str, out_dir: Path, num: int = 4, teacher_checkpoint: str | None = None,
               device: str = "auto") -> list[Path]:
     """Write ``num`` figures (and ``legend.png``) to ``out_dir``; returns the figure paths."""
 
     from densekd.engine import distributed as dist
-    from densekd.engine.builder import build_datasets, build_model, build_task, teacher_configs
+    from densekd.engine.builder import build_dataset, build_model, build_task, teacher_configs
     from densekd.engine.checkpoint import load_weights
     from densekd.engine.visualize import draw_predictions
 
     if num < 1:
         raise ValueError(f"--num must be >= 1; got {num}")
     dev = dist.setup(device)
-    _, val = build_datasets(cfg)
+    check_task_draws(cfg)
+    val = build_dataset(cfg, "val")
     if val is None:
         raise ValueError("the config has no data.val dataset to draw")
     # the dataset's class names / palette are the task's defaults (names in the legend, colours in pictures)
@@ -99,6 +126,8 @@ def main(argv=None) -> list[Path]:
         paths = visualize(cfg, args.checkpoint, _out_dir(args, cfg), num=args.num,
                           teacher_checkpoint=args.teacher_checkpoint, device=args.device)
     except USER_ERRORS as exc:
+        fail(exc)
+    except OSError as exc:
         fail(exc)
     for p in paths:
         print(p)

@@ -106,30 +106,73 @@ class CIFAR100(_CIFARBase):
         path = folder / split
         if not path.is_file():
             raise FileNotFoundError(
-                f"CIFAR-100 {split} file not found: {path}\n"
+                f"CIFAR-100 {split} file not found: {path}. "
                 f"Expected layout: {Path(root) / 'cifar-100-python'}/{{train,test,meta}} (the official python "
                 f"pickles). Download cifar-100-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html, "
                 f"extract it under {root}, or pass --data-root PATH. For a smoke run without data use --synthetic.")
-        with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="latin1")
+        entry = read_pickle(path)
         missing = {"data", "fine_labels"} - set(entry)
         if missing:
-            raise ValueError(f"{path} is not a CIFAR-100 pickle: missing keys {sorted(missing)}")
+            raise ValueError(f"{path} is not a CIFAR-100 pickle: missing keys {sorted(missing)} (it has "
+                             f"{sorted(entry)[:8]}); use the files of cifar-100-python.tar.gz")
         data = np.asarray(entry["data"], dtype=np.uint8)
         if data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
             raise ValueError(f"{path}: expected data of shape N x 3072, got {data.shape}")
         self.images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         self.targets = [int(t) for t in entry["fine_labels"]]
+        if len(self.targets) != len(self.images):
+            raise ValueError(f"{path}: {len(self.images)} images but {len(self.targets)} fine labels; the file is "
+                             f"damaged, extract cifar-100-python.tar.gz again")
+        self.path = str(path)
         meta = folder / "meta"
         self.classes = None
         if meta.is_file():
-            with open(meta, "rb") as f:
-                self.classes = pickle.load(f, encoding="latin1").get("fine_label_names")
+            self.classes = read_pickle(meta).get("fine_label_names")
         if self.classes is not None:
+            self.classes = [c.decode("latin1") if isinstance(c, bytes) else c for c in self.classes]
             if len(self.classes) != self.num_classes:
                 raise ValueError(f"{meta}: fine_label_names has {len(self.classes)} names; CIFAR-100 has "
                                  f"{self.num_classes}")
             self.class_names = [str(c) for c in self.classes]
+
+
+    def sample_files(self, index: int) -> list[str]:
+        return [self.path]
+
+    def check_sample(self, index: int) -> None:
+        """The label of sample ``index`` is one of the 100 classes (the images are checked when loaded)."""
+        t = self.targets[index]
+        if not 0 <= t < self.num_classes:
+            raise ValueError(f"fine label {t} of image {index} is outside 0..{self.num_classes - 1}")
+
+
+def _str_keys(value):
+    """Dict keys (and the label-name lists) as ``str``: pickles written by Python 2 tools, or read back with
+    ``encoding='bytes'`` and written again by Python 3 ones, have ``bytes`` keys such as ``b'data'``."""
+    if isinstance(value, dict):
+        return {(k.decode("latin1") if isinstance(k, bytes) else k): v for k, v in value.items()}
+    return value
+
+
+def read_pickle(path: Path) -> dict:
+    """One of the official pickles as a dict with ``str`` keys; a truncated or foreign file names the file."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+    except (EOFError, pickle.UnpicklingError, ValueError, IndexError, MemoryError) as exc:
+        text = str(exc)
+        if isinstance(exc, EOFError) or "truncated" in text or "Ran out of input" in text:
+            raise ValueError(f"{path} is truncated ({size} bytes; the pickle ends early): download "
+                             f"cifar-100-python.tar.gz again and extract it (the official train file is 155 MB, "
+                             f"test 31 MB)") from None
+        raise ValueError(f"{path} is not a CIFAR-100 python pickle ({type(exc).__name__}: {text[:100]}): use the "
+                         f"files of cifar-100-python.tar.gz (the python version, not the binary or MATLAB "
+                         f"one)") from None
+    if not isinstance(entry, dict):
+        raise ValueError(f"{path} holds a {type(entry).__name__}, not a CIFAR-100 pickle (a dict with data and "
+                         f"fine_labels)")
+    return _str_keys(entry)
 
 
 @DATASETS.register()

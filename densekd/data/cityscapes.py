@@ -215,6 +215,14 @@ class Cityscapes(Dataset):
         image, label = self.load(index)
         return self.transform(image, label)
 
+    def sample_files(self, index: int) -> list[str]:
+        """The image and label files of sample ``index`` (named when one of them cannot be read)."""
+        return [self.images[index], self.labels[index]]
+
+    def check_sample(self, index: int) -> None:
+        """Decode sample ``index``'s image and label map once (``tools/check_data.py``); raises on a bad file."""
+        self.load(index)
+
     def __repr__(self) -> str:
         return f"Cityscapes(root={self.root!r}, split={self.split!r}, n={len(self)}, augment={self.augment})"
 

@@ -10,10 +10,15 @@ or processes and wherever it was interrupted:
   NumPy's and torch's global RNGs for the duration of that one sample, so its
   augmentation depends on ``(seed, epoch, position)`` only. The caller's RNG
   states are restored afterwards.
+
+A sample that cannot be read (a corrupt image, a truncated label file) raises :class:`DataFileError`
+naming the sample and its files (:func:`sample_files`), also from inside a DataLoader worker. Loaders never
+start more worker processes than the process may use cores (:func:`usable_workers`).
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 from typing import Iterator
 
@@ -49,8 +54,49 @@ def forked_rng(seed: int):
         torch.random.set_rng_state(torch_state)
 
 
+class DataFileError(ValueError):
+    """A sample whose file(s) cannot be read or decoded: the message names the dataset, the index and the files."""
+
+
+def base_dataset(dataset):
+    """The dataset under wrappers such as CRDSampleDataset / ClassPairDataset (their ``dataset`` attribute)."""
+    seen = 0
+    while not hasattr(dataset, "sample_files") and isinstance(getattr(dataset, "dataset", None), Dataset) \
+            and seen < 8:
+        dataset, seen = dataset.dataset, seen + 1
+    return dataset
+
+
+def sample_files(dataset, index: int) -> list[str]:
+    """The files sample ``index`` is read from (``dataset.sample_files(index)``, through wrappers), or []."""
+    base = base_dataset(dataset)
+    fn = getattr(base, "sample_files", None)
+    if fn is None:
+        return []
+    try:
+        return [str(f) for f in fn(index)]
+    except Exception:  # noqa: BLE001 - only for the message
+        return []
+
+
+def sample_error(dataset, index: int, exc: BaseException) -> str:
+    """``'sample 12 of Cityscapes (a.png, b.png): cannot decode ...'``."""
+    files = sample_files(dataset, index)
+    name = getattr(exc, "filename", None)
+    if name and str(name) not in files:
+        files.append(str(name))
+    where = f" ({', '.join(files)})" if files else ""
+    reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return f"sample {index} of {type(base_dataset(dataset)).__name__}{where}: {reason}"
+
+
+# what decoding a damaged file raises (PIL's UnidentifiedImageError is an OSError, cv2.error a subclass of Exception)
+DECODE_ERRORS = (OSError, ValueError, EOFError, SyntaxError)
+
+
 class SeededDataset(Dataset):
-    """Wrap a dataset so that item ``(index, seed)`` is produced under RNGs seeded with ``seed``."""
+    """Wrap a dataset so that item ``(index, seed)`` is produced under RNGs seeded with ``seed``; a sample
+    that cannot be read raises :class:`DataFileError` naming its files."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -60,8 +106,34 @@ class SeededDataset(Dataset):
 
     def __getitem__(self, key):
         index, seed = key
-        with forked_rng(seed):
-            return self.dataset[index]
+        try:
+            with forked_rng(seed):
+                return self.dataset[index]
+        except DataFileError:
+            raise
+        except DECODE_ERRORS as exc:
+            raise DataFileError(sample_error(self.dataset, index, exc)) from exc
+        except Exception as exc:  # noqa: BLE001 - e.g. cv2.error: a decoder's own exception type
+            if type(exc).__module__.split(".")[0] in ("cv2", "PIL", "imageio", "pickle", "zlib"):
+                raise DataFileError(sample_error(self.dataset, index, exc)) from exc
+            raise
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity where the platform has it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def usable_workers(requested: int) -> int:
+    """``requested`` DataLoader workers, at most the usable cores shared by the processes of this machine
+    (``LOCAL_WORLD_SIZE`` under torchrun): more only compete for the same cores (and DataLoader warns)."""
+    if requested <= 0:
+        return 0
+    local = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    return min(int(requested), max(usable_cores() // local, 1))
 
 
 class ResumableBatchSampler(Sampler):
@@ -133,10 +205,11 @@ def build_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int,
     """A DataLoader over ``SeededDataset(dataset)`` with a :class:`ResumableBatchSampler`.
 
     The loader gets its own torch generator so that creating its iterator
-    never consumes the global RNG (which would perturb training).
+    never consumes the global RNG (which would perturb training). ``num_workers`` is capped by
+    :func:`usable_workers`.
     """
     sampler = ResumableBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
                                     rank=rank, world_size=world_size, pad=train)
-    return DataLoader(SeededDataset(dataset), batch_sampler=sampler, num_workers=num_workers,
+    return DataLoader(SeededDataset(dataset), batch_sampler=sampler, num_workers=usable_workers(num_workers),
                       pin_memory=pin_memory, collate_fn=default_collate, generator=torch.Generator(),
                       persistent_workers=False)

@@ -51,13 +51,19 @@ def set_data_root(cfg: Config, root: str) -> None:
         raise ConfigError("--data-root was given but the config has no dataset with a `root` to set")
 
 
+def build_dataset(cfg: Config, split: str):
+    """The config's ``data.<split>`` dataset, or None when the config has none (only that split is read)."""
+    data = cfg.get("data") or {}
+    if not data.get(split):
+        return None
+    return DATASETS.build(copy.deepcopy(data[split]), where=f"data.{split}")
+
+
 def build_datasets(cfg: Config):
     data = cfg.get("data") or {}
     if "train" not in data:
         raise ConfigError("config has no data.train dataset")
-    train = DATASETS.build(copy.deepcopy(data["train"]), where="data.train")
-    val = DATASETS.build(copy.deepcopy(data["val"]), where="data.val") if data.get("val") else None
-    return train, val
+    return build_dataset(cfg, "train"), build_dataset(cfg, "val")
 
 
 def build_task(cfg: Config, dataset=None):

@@ -8,6 +8,10 @@ import torch
 import torch.distributed as dist
 
 
+class DeviceError(ValueError, RuntimeError):
+    """The requested device cannot be used (a start-up error in one line)."""
+
+
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
@@ -36,7 +40,10 @@ def setup(device: str) -> torch.device:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was requested but torch.cuda.is_available() is False; use --device cpu")
+        why = ("this PyTorch build has no CUDA support" if torch.version.cuda is None else
+               f"PyTorch (CUDA {torch.version.cuda}) sees no usable GPU")
+        raise DeviceError(f"--device cuda: CUDA is not available ({why}); use --device cpu, or --device auto to "
+                          f"take a GPU when there is one")
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if launched_by_torchrun() and not is_distributed():
         backend = "nccl" if device.startswith("cuda") else "gloo"

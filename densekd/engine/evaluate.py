@@ -7,9 +7,13 @@ import torch
 
 from densekd.config import Config
 from densekd.engine import distributed as dist
-from densekd.engine.builder import build_datasets, build_model, build_task, build_val_loader, strategy_class
-from densekd.engine.checkpoint import load_checkpoint, load_state, model_state_from
+from densekd.engine.builder import build_dataset, build_model, build_task, build_val_loader, strategy_class
+from densekd.engine.checkpoint import CheckpointError, load_checkpoint, load_state, model_state_from
 from densekd.tasks.base import batch_input
+
+
+class EvaluationInterrupted(Exception):
+    """A stop signal arrived during an evaluation (single process): the trainer saved last.pth before it."""
 
 
 def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
@@ -25,13 +29,17 @@ def to_device(batch: dict, device: torch.device, channels_last: bool = False) ->
 
 @torch.no_grad()
 def run_evaluation(model, task, loader, device: torch.device, autocast=contextlib.nullcontext,
-                   channels_last: bool = False, input_key: str = "image") -> dict[str, float]:
+                   channels_last: bool = False, input_key: str = "image", should_stop=None) -> dict[str, float]:
     """Predict every batch of ``loader`` from ``batch[input_key]``, sum the evaluator state over ranks,
-    compute the metrics."""
+    compute the metrics. ``should_stop()``, checked before each batch, interrupts the evaluation
+    (:class:`EvaluationInterrupted`)."""
     was_training = model.training
     model.eval()
     evaluator = task.evaluator()
     for batch in loader:
+        if should_stop is not None and should_stop():
+            model.train(was_training)
+            raise EvaluationInterrupted()
         batch = to_device(batch, device, channels_last)
         with autocast():
             pred = task.predict(model, batch_input(batch, input_key, "the evaluated model"))
@@ -41,33 +49,39 @@ def run_evaluation(model, task, loader, device: torch.device, autocast=contextli
     return evaluator.compute()
 
 
-def checkpoint_models(cfg: Config, ckpt: dict) -> dict[str, torch.nn.Module]:
+def checkpoint_models(cfg: Config, ckpt: dict, source: str = "the checkpoint") -> dict[str, torch.nn.Module]:
     """The evaluated models of a run (the strategy's ``eval_models``), built from the config and loaded from a
     densekd checkpoint (``models`` by name when the run evaluates several, else ``model``) or a plain state
     dict (primary model only)."""
     strategy = dict(cfg.get("strategy") or {})
     strategy.pop("type", None)
     configs = strategy_class(cfg).eval_model_configs(cfg, **strategy)
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"checkpoint {source} holds a {type(ckpt).__name__}, not a densekd checkpoint or a "
+                              f"state dict (parameter name -> tensor)")
     states = ckpt.get("models") if isinstance(ckpt.get("models"), dict) else {next(iter(configs)): model_state_from(ckpt)}
     models = {}
     for name, state in states.items():
         if name not in configs:
-            raise ValueError(f"checkpoint holds model {name!r} but the config's strategy evaluates {list(configs)}")
+            raise ValueError(f"checkpoint {source} holds model {name!r} but the config's strategy evaluates "
+                             f"{list(configs)}")
         model = build_model(configs[name], where=f"model {name}")
-        load_state(model, state, what=f"model {name}")
+        load_state(model, state, what=f"model {name}", source=source, ckpt=ckpt)
         models[name] = model
     return models
 
 
 def evaluate_checkpoint(cfg: Config, checkpoint: str, device: str = "auto"):
     """``(metrics, task)`` of a checkpoint on the config's validation set: metrics as a flat dict for one
-    model, ``{name: metrics}`` when the run evaluates several (e.g. mutual learning's students)."""
+    model, ``{name: metrics}`` when the run evaluates several (e.g. mutual learning's students). Only the
+    validation split is read (its class names are the task's)."""
     dev = dist.setup(device)
-    train_set, val = build_datasets(cfg)
+    ckpt = load_checkpoint(checkpoint)  # a damaged file fails before the data is read
+    val = build_dataset(cfg, "val")
     if val is None:
         raise ValueError("the config has no data.val dataset to evaluate on")
-    task = build_task(cfg, train_set)
-    models = checkpoint_models(cfg, load_checkpoint(checkpoint))
+    task = build_task(cfg, val)
+    models = checkpoint_models(cfg, ckpt, source=str(checkpoint))
     loader = build_val_loader(cfg, val, rank=dist.rank(), world=dist.world_size())
     key = str(cfg.get("student_input", "image"))
     results = {name: run_evaluation(m.to(dev), task, loader, dev, input_key=key) for name, m in models.items()}

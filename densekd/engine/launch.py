@@ -1,7 +1,8 @@
-"""What ``tools/train.py`` and ``tools/test.py`` share: arguments -> resolved config and work dir."""
+"""What the command-line tools share: arguments -> resolved config and work dir, and one-line errors."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from densekd.config import Config, ConfigError, config_name, load_config
@@ -9,10 +10,26 @@ from densekd.engine.builder import set_data_root, use_synthetic
 from densekd.engine.schema import ensure_valid
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def add_cfg_options(parser: argparse.ArgumentParser, help_text: str) -> None:
+    """``--cfg-options k=v ...``; given several times, the groups accumulate (in order)."""
+    parser.add_argument("--cfg-options", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help=help_text)
+
+
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="path to a config .py file")
-    parser.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="override settings, e.g. optimizer.lr=0.1 train.epochs=2 distill.0.weight=2")
+    add_cfg_options(parser, "override settings, e.g. optimizer.lr=0.1 train.epochs=2 distill.0.weight=2 (values are "
+                            "Python literals: 1e-3, nan, inf, True, None, [1, 2]; repeatable)")
     parser.add_argument("--synthetic", action="store_true",
                         help="replace every dataset by its built-in synthetic stand-in (smoke runs, tests)")
     parser.add_argument("--data-root", default=None, help="root of the real dataset")
@@ -42,12 +59,33 @@ def default_work_dir(cfg: Config, explicit: str | None, seed: int | None = None)
     return base / f"seed{seed}" if seed is not None else base
 
 
-def fail(exc: Exception) -> None:
-    """Print a config/data error as one readable message and exit 2 (no traceback)."""
-    import sys
+def one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
-    print(f"error: {exc}", file=sys.stderr)
+
+def fail(exc: Exception) -> None:
+    """Print a config/data error as one readable line and exit 2 (no traceback)."""
+    print(f"error: {one_line(exc)}", file=sys.stderr)
     raise SystemExit(2)
 
 
-USER_ERRORS = (ConfigError, FileNotFoundError, LookupError, ValueError)
+def fail_after_start(exc: BaseException) -> None:
+    """A failure after start-up (see :mod:`densekd.engine.failures`) as its one line on stderr, exit 1; an
+    exception without a recorded failure is re-raised."""
+    from densekd.engine.failures import failure_of
+
+    failure = failure_of(exc)
+    if failure is None:
+        raise exc
+    print(f"error: {one_line(failure.line())}", file=sys.stderr)
+    raise SystemExit(1)
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from densekd.engine.checkpoint import CheckpointError
+    from densekd.engine.distributed import DeviceError
+
+    return (ConfigError, FileNotFoundError, LookupError, ValueError, CheckpointError, DeviceError)
+
+
+USER_ERRORS = _user_errors()

@@ -30,7 +30,7 @@ SECTIONS = {
                     "warmup_ratio"},
     "train": {"epochs", "iters", "eval_interval", "log_interval", "checkpoint_interval", "grad_clip",
               "accumulate", "amp", "channels_last", "skip_nonfinite", "find_unused_parameters", "sync_bn",
-              "eval_first"},
+              "eval_first", "max_consecutive_skips"},
     "teacher": {"model", "checkpoint", "config", "input"},
 }
 
@@ -117,6 +117,13 @@ def validate(cfg: Config) -> None:
     if "teacher" in cfg and "teachers" in cfg:
         raise ConfigError("Give either `teacher` or `teachers`, not both "
                           f"(teacher set in {cfg.source_of('teacher')}, teachers in {cfg.source_of('teachers')})")
+    from densekd.config import NUMERIC_KEYS
+
+    for dotted in sorted(NUMERIC_KEYS):
+        value = cfg.get_path(dotted)
+        if isinstance(value, (str, bytes)):
+            raise ConfigError(f"Config key {dotted!r} (set in {cfg.source_of(dotted)}) takes a number; got the string "
+                              f"{value!r}")
     train = cfg.get("train", {})
     if "epochs" in train and "iters" in train and train["epochs"] and train["iters"]:
         raise ConfigError(f"train.epochs and train.iters are both set ({cfg.source_of('train.epochs')}, "

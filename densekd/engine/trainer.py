@@ -6,11 +6,17 @@ scheduled learning rates, lends each step a :class:`~densekd.engine.step.Step` (
 clipping, finiteness), evaluates every model the strategy names, and checkpoints.
 
 Internally every schedule is iteration-based; an epoch is ``len(train_loader)`` iterations. Position,
-optimiser, scaler, RNG states and the best metric are checkpointed so that ``--resume`` continues bit for
-bit on CPU. Checkpoint layout: ``model`` (the primary model's weights: what ``tools/test.py``, teachers and
-``load_from`` read), ``models`` (every evaluated model's weights by name, when there are several),
-``strategy`` (the strategy's own state: loss parts, optimisers...), ``scaler``, ``rng``, ``iter``,
-``phase_iters``, ``best``, ``config``.
+optimiser, scaler, RNG states, the best metric, the unfinished log window, skipped-step counts and the
+training time are checkpointed so that ``--resume`` continues bit for bit on CPU. Checkpoint layout:
+``model`` (the primary model's weights: what ``tools/test.py``, teachers and ``load_from`` read), ``models``
+(every evaluated model's weights by name, when there are several), ``strategy`` (the strategy's own state:
+loss parts, optimisers...), ``scaler``, ``rng``, ``iter``, ``phase_iters``, ``best``, ``config``.
+
+Nothing is lost after start-up (see :mod:`densekd.engine.workdir` and :mod:`densekd.engine.failures`): the
+work dir is locked and an earlier run in it is never overwritten without ``overwrite``; ``last.pth`` is
+written before every evaluation; a failure writes its traceback to ``train.log``, saves ``last.pth`` when the
+state is sound (at an iteration boundary, outside a training step), and re-raises with a one-line
+description attached; ``resume`` refuses a changed config (:mod:`densekd.engine.resume`).
 """
 from __future__ import annotations
 
@@ -24,15 +30,19 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from densekd.config import Config
+from densekd.config import Config, ConfigError
 from densekd.engine import distributed as dist
 from densekd.engine.builder import build_datasets, build_strategy, build_task, build_train_loader, build_val_loader
-from densekd.engine.checkpoint import atomic_save, atomic_write_text, load_checkpoint, rng_state, set_rng_state
-from densekd.engine.evaluate import run_evaluation, to_device
+from densekd.engine.checkpoint import (atomic_save, atomic_write_text, load_checkpoint, require_training_checkpoint,
+                                       rng_state, set_rng_state)
+from densekd.engine.evaluate import EvaluationInterrupted, run_evaluation, to_device
+from densekd.engine.failures import attach, describe
 from densekd.engine.optim import LRSchedule, set_lr
 from densekd.engine.records import RunRecords
+from densekd.engine.resume import config_drift, rewind_metrics
 from densekd.engine.schema import ensure_valid
-from densekd.engine.step import AMP_DTYPES, NonFiniteLossError, Step, loss_entries
+from densekd.engine.step import AMP_DTYPES, MAX_CONSECUTIVE_SKIPS, NonFiniteGuard, NonFiniteLossError, Step, loss_entries
+from densekd.engine.workdir import WorkDirError, claim_work_dir
 from densekd.strategies.base import BuildContext
 
 __all__ = ["Trainer", "NonFiniteLossError", "seed_everything"]
@@ -51,24 +61,64 @@ class Trainer:
 
     Args:
         cfg: a loaded :class:`~densekd.config.Config` (validated here unless already validated).
-        work_dir: where records and checkpoints go.
+        work_dir: where records and checkpoints go. It is locked while this trainer lives (a second run on it
+            fails at once); a folder holding an earlier run is refused unless ``resume`` or ``overwrite``.
         device: ``'cpu'``, ``'cuda'`` or ``'auto'``.
         synthetic: the config's datasets were replaced by stand-ins (missing teacher
             checkpoints become warnings).
-        resume: continue from ``work_dir/checkpoints/last.pth``.
+        resume: continue from ``work_dir/checkpoints/last.pth`` (refused when the config differs from the
+            checkpoint's, except for the keys of :data:`densekd.engine.resume.SAFE_ON_RESUME`).
         max_iters: stop after this many training iterations, then evaluate and summarise; the
             learning-rate schedule is the config's, unchanged. Iterations of a strategy's earlier phases
             (the AB/FT/FSP initialisation stage) count first, so a short smoke run may end inside one.
+        overwrite: delete an earlier run's checkpoints and records in ``work_dir`` and start afresh.
     """
 
     def __init__(self, cfg: Config, work_dir: str | Path, device: str = "auto", synthetic: bool = False,
-                 resume: bool = False, max_iters: int | None = None):
+                 resume: bool = False, max_iters: int | None = None, overwrite: bool = False):
         ensure_valid(cfg)
+        if max_iters is not None and int(max_iters) < 0:
+            raise ValueError(f"max_iters (--max-iters) must be >= 0; got {max_iters}")
         self.cfg = cfg
         self.work_dir = Path(work_dir)
         self.device = dist.setup(device)
         self.rank, self.world = dist.rank(), dist.world_size()
+        self.records: RunRecords | None = None
+        self._lock = None
+        self._claim(resume, overwrite)
+        try:
+            self._build(cfg, synthetic, resume, max_iters)
+        except BaseException:
+            self.close()
+            raise
+
+    def _claim(self, resume: bool, overwrite: bool) -> None:
+        """Lock the work dir and check that this run may write there (on rank 0; every rank learns the answer)."""
+        error = None
+        if dist.is_main():
+            try:
+                self._lock = claim_work_dir(self.work_dir, resume=resume, overwrite=overwrite)
+            except WorkDirError as exc:
+                error = exc
+        if self.world > 1:
+            shared = dist.broadcast_object(None if error is None else (str(error), error.kind))
+            if shared is not None and error is None:
+                error = WorkDirError(*shared)
+        if error is not None:
+            raise error
+
+    def _build(self, cfg: Config, synthetic: bool, resume: bool, max_iters: int | None) -> None:
+        ckpt, notes = (self._read_resume_checkpoint() if resume else (None, []))
+        if dist.is_main():
+            if ckpt is not None:
+                dropped = rewind_metrics(self.work_dir / "metrics.jsonl", ckpt)
+                if dropped:
+                    notes.append(f"metrics.jsonl: dropped {dropped} records written after the checkpoint (iteration "
+                                 f"{ckpt['iter']}); the resumed run writes them again")
+            atomic_write_text(cfg.dump(), self.work_dir / "config.py")
         self.records = RunRecords(self.work_dir, enabled=dist.is_main())
+        for note in notes:
+            self.records.warning(note)
         self.max_iters = max_iters
         self.synthetic = synthetic
         tcfg = dict(cfg.get("train", {}))
@@ -80,9 +130,6 @@ class Trainer:
             torch.backends.cudnn.benchmark = False
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        if dist.is_main():
-            self.work_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(cfg.dump(), self.work_dir / "config.py")
         on_cuda = self.device.type == "cuda"
 
         # -- data -------------------------------------------------------------
@@ -93,6 +140,10 @@ class Trainer:
         self.val_loader = None if self.val_set is None else \
             build_val_loader(cfg, self.val_set, self.rank, self.world, on_cuda, seed=self.seed)
         self.iters_per_epoch = len(self.train_loader)
+        asked = int((cfg.get("data") or {}).get("num_workers", 0))
+        if asked > self.train_loader.num_workers:
+            self.records.info(f"data.num_workers={asked}: using {self.train_loader.num_workers} loader processes "
+                              f"(the cores this process may use)")
 
         # -- strategy: models, teachers, optimisers ------------------------------
         ctx = BuildContext(cfg=cfg, task=self.task, train_set=self.train_set, iters_per_epoch=self.iters_per_epoch,
@@ -120,6 +171,7 @@ class Trainer:
             self.amp = None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         optimizers = self.strategy.optimizers()
+        self.optimizer_names = {id(opt): name for name, opt in optimizers.items()}
         self.scheduled = {name: (optimizers[name], [g["lr"] for g in optimizers[name].param_groups])
                           for name in self.strategy.scheduled()}
         if tcfg.get("iters"):
@@ -132,6 +184,7 @@ class Trainer:
         self.accumulate = int(tcfg.get("accumulate", 1))
         self.grad_clip = tcfg.get("grad_clip")
         self.skip_nonfinite = bool(tcfg.get("skip_nonfinite", False))
+        self.guard = NonFiniteGuard(self.skip_nonfinite, int(tcfg.get("max_consecutive_skips") or MAX_CONSECUTIVE_SKIPS))
         self.log_interval = int(tcfg.get("log_interval", 50))
         unit = self.iters_per_epoch if self.by_epoch else 1
         self.eval_every = int(tcfg.get("eval_interval", 1 if self.by_epoch else 1000)) * unit
@@ -148,8 +201,14 @@ class Trainer:
         self.models_best: dict[str, dict] = {}
         self.last_eval_iter = None
         self._stop_signal = None
-        if resume:
-            self.resume()
+        self._window: dict[str, list[torch.Tensor]] = {}  # losses since the last log line
+        self._elapsed_before = 0.0  # training seconds of earlier sessions (resume)
+        self._session_start = time.time()
+        self._sessions = 1
+        self._activity: tuple[str, str] = ("start", "")  # what the run is doing: for failure reports
+        self._last_saved: tuple[Path, int] | None = None
+        if ckpt is not None:
+            self._restore(ckpt, self.ckpt_dir / "last.pth")
 
     def _calibration_batches(self, n: int = 4):
         """A few training batches (outside the training order's RNG) for calibrating untrained teachers."""
@@ -161,10 +220,21 @@ class Trainer:
                 items = [self.train_set[(b * size + i) % len(self.train_set)] for i in range(size)]
                 yield torch.utils.data.default_collate(items)
 
+    def close(self) -> None:
+        """Close the records and release the work dir (done by :meth:`train`; idempotent)."""
+        if self.records is not None:
+            self.records.close()
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
     # -- checkpoints ------------------------------------------------------------
     @property
     def ckpt_dir(self) -> Path:
         return self.work_dir / "checkpoints"
+
+    def _elapsed(self) -> float:
+        return self._elapsed_before + (time.time() - self._session_start)
 
     def state_dict(self) -> dict:
         models = self.strategy.eval_models()
@@ -177,21 +247,42 @@ class Trainer:
             "best": self.best, "best_iter": self.best_iter, "last_eval_iter": self.last_eval_iter,
             "models_best": self.models_best,
             "config": self.cfg.dump(), "world_size": self.world,
+            "log_window": {k: torch.stack(v).detach().cpu() for k, v in self._window.items()},
+            "nonfinite": self.guard.state_dict(),
+            "elapsed_s": self._elapsed(), "sessions": self._sessions,
         }
         if len(models) > 1:
             state["models"] = {name: m.state_dict() for name, m in models.items()}
         return state
 
     def save(self, name: str = "last.pth") -> None:
+        previous = self._activity
+        self._activity = ("save", f"while writing {self.ckpt_dir / name}")
         if dist.is_main():
             atomic_save(self.state_dict(), self.ckpt_dir / name)
+            if name == "last.pth":
+                self._last_saved = (self.ckpt_dir / name, self.iter)
         dist.barrier()
+        self._activity = previous
 
-    def resume(self) -> None:
+    def _read_resume_checkpoint(self) -> tuple[dict, list[str]]:
+        """``last.pth`` checked to be a densekd training checkpoint of the same config, and the warnings for
+        keys that changed safely. Nothing is written before this check."""
         path = self.ckpt_dir / "last.pth"
         if not path.is_file():
             raise FileNotFoundError(f"--resume: no checkpoint at {path}; start without --resume")
-        ckpt = load_checkpoint(path, map_location=self.device)
+        ckpt = require_training_checkpoint(load_checkpoint(path, map_location=self.device), path)
+        refused, warned = config_drift(ckpt.get("config"), self.cfg)
+        if refused:
+            raise ConfigError(
+                f"--resume: the config differs from the one {path} was trained with in {len(refused)} key(s): "
+                f"{'; '.join(refused[:8])}{'; ...' if len(refused) > 8 else ''}. Resuming would not continue the "
+                f"same run: resume with the original settings (the run's config.py records them), or start a new "
+                f"run with another --work-dir (load_from={str(path)!r} starts it from these weights)")
+        notes = [f"Resuming with changed {', '.join(warned)} (safe to change on resume)"] if warned else []
+        return ckpt, notes
+
+    def _restore(self, ckpt: dict, path: Path) -> None:
         models = self.strategy.eval_models()
         if len(models) > 1:
             for name, m in models.items():
@@ -206,8 +297,20 @@ class Trainer:
         self.best, self.best_iter = ckpt["best"], ckpt["best_iter"]
         self.models_best = ckpt.get("models_best", {})
         self.last_eval_iter = ckpt.get("last_eval_iter")
+        self._window = {k: [t.to(self.device) for t in v] for k, v in (ckpt.get("log_window") or {}).items()}
+        self.guard.load_state_dict(ckpt.get("nonfinite") or {})
+        self._elapsed_before = float(ckpt.get("elapsed_s", 0.0))
+        self._sessions = int(ckpt.get("sessions", 1)) + 1
+        self._last_saved = (path, self.iter)
         phases = "".join(f" ({p.name} phase {self.phase_iters[p.name]}/{p.iters})" for p in self.phases)
         self.records.info(f"Resumed from {path} at iteration {self.iter}{phases}")
+
+    def resume(self) -> None:
+        """Continue from ``checkpoints/last.pth`` (what ``resume=True`` does at construction)."""
+        ckpt, notes = self._read_resume_checkpoint()
+        for note in notes:
+            self.records.warning(note)
+        self._restore(ckpt, self.ckpt_dir / "last.pth")
 
     # -- signals -------------------------------------------------------------------
     @contextlib.contextmanager
@@ -243,7 +346,8 @@ class Trainer:
         return Step(phase=phase, iter=it, epoch=it / self.iters_per_epoch, step_now=step_now, model=self.model,
                     world=self.world, accumulate=self.accumulate if phase == "main" else 1, scaler=self.scaler,
                     amp=self.amp, device=self.device, grad_clip=self.grad_clip,
-                    skip_nonfinite=self.skip_nonfinite, warn=self.records.warning)
+                    skip_nonfinite=self.skip_nonfinite, warn=self.records.warning, guard=self.guard,
+                    optimizer_names=self.optimizer_names)
 
     def train_iteration(self, batch: dict) -> dict[str, torch.Tensor] | None:
         """One main-schedule iteration on ``batch``: set the scheduled learning rates, run the strategy's
@@ -254,6 +358,7 @@ class Trainer:
         step_now = (self.iter + 1) % self.accumulate == 0 or self.iter + 1 == self.total_iters
         losses = self.strategy.train_step(batch, self._step("main", self.iter, step_now))
         self.iter += 1
+        self.guard.end_iteration("main", step_now)
         return None if losses is None else loss_entries(losses)
 
     @property
@@ -265,15 +370,30 @@ class Trainer:
 
     # -- evaluation -----------------------------------------------------------------------
     def evaluate(self) -> dict[str, dict[str, float]]:
-        """Metrics of every model the strategy evaluates, by model name."""
+        """Metrics of every model the strategy evaluates, by model name. In a single process a stop signal
+        interrupts the evaluation (:class:`~densekd.engine.evaluate.EvaluationInterrupted`)."""
         if self.val_loader is None:
             return {}
+        should_stop = (lambda: self._stop_signal is not None) if self.world == 1 else None
         return {name: run_evaluation(model, self.task, self.val_loader, self.device, self._autocast,
-                                     self.channels_last, self.student_input)
+                                     self.channels_last, self.student_input, should_stop=should_stop)
                 for name, model in self.strategy.eval_models().items()}
 
+    def _eval_due(self, it: int) -> bool:
+        return it > 0 and (it % self.eval_every == 0 or it == self.total_iters)
+
+    def _eval_point(self) -> dict[str, float]:
+        """``last.pth``, the evaluation, ``last.pth`` again: a failing or interrupted evaluation loses no
+        training, and ``--resume`` from the first save evaluates again."""
+        self.save()
+        metrics = self._evaluate_and_record()
+        self.save()
+        return metrics
+
     def _evaluate_and_record(self) -> dict[str, float]:
+        self._activity = ("eval", f"during the evaluation at iteration {self.iter}")
         per_model = self.evaluate()
+        self._activity = ("boundary", f"after the evaluation at iteration {self.iter}")
         self.last_eval_iter = self.iter
         if not any(per_model.values()):  # no validation set, or a task without metrics
             return {}
@@ -320,8 +440,14 @@ class Trainer:
         batches = self.batches(self.phase_iters[name])
         while self.phase_iters[name] < limit:
             n = self.phase_iters[name]
-            losses = self.strategy.train_step(next(batches), self._step(name, n, True))
+            self._activity = ("data", f"loading a batch of {name} iteration {n + 1}")
+            batch = next(batches)
+            self._activity = ("step", f"in the training step of {name} iteration {n + 1}")
+            losses = self.strategy.train_step(batch, self._step(name, n, True))
             self.phase_iters[name] = n = n + 1
+            self.guard.end_iteration(name, True)
+            self._activity = ("boundary", f"after {name} iteration {n}")
+            self.guard.check_limit()
             if losses and (n % self.log_interval == 0 or n == total):
                 self.records.record({f"{name}_iter": n, **{f"loss/{k}": v for k, v in losses.items()}})
                 self.records.info(f"[{name}] {n}/{total} " + " ".join(f"{k} {v.item():.4g}" for k, v in losses.items()))
@@ -333,8 +459,21 @@ class Trainer:
         return True
 
     def train(self) -> dict:
-        """Run the strategy's phases and the main schedule (or ``max_iters`` of them); returns the summary."""
-        start = time.time()
+        """Run the strategy's phases and the main schedule (or ``max_iters`` of them); returns the summary.
+
+        A failure writes its traceback to ``train.log``, saves ``last.pth`` when the state is sound and
+        re-raises the exception with a :class:`~densekd.engine.failures.Failure` attached (the tools print
+        its one line). The work dir is released at the end, however the run ends."""
+        self._session_start = time.time()
+        try:
+            return self._train()
+        except Exception as exc:
+            self._report_failure(exc)
+            raise
+        finally:
+            self.close()
+
+    def _train(self) -> dict:
         budget = self.max_iters
         limits = {}
         for p in self.phases:  # one budget over all phases, the earlier phases first
@@ -344,57 +483,70 @@ class Trainer:
         self.records.info(f"Training {type(self.strategy.primary_model).__name__} ({type(self.strategy).__name__}) on "
                           f"{self.device} x{self.world}: {self.total_iters} iterations ({self.iters_per_epoch}/epoch), "
                           f"stopping at {stop_at}; work dir {self.work_dir}")
-        interrupted = False
+        interrupted, saved = False, False
         with self._signals():
-            for p in self.phases:
-                if not self._run_phase(p.name, p.iters, limits[p.name]):
-                    interrupted = True
-                    break
-            if not interrupted and all(self.phase_iters[p.name] >= p.iters for p in self.phases):
-                interrupted = self._main_loop(stop_at)
+            try:
+                for p in self.phases:
+                    if not self._run_phase(p.name, p.iters, limits[p.name]):
+                        interrupted = True
+                        break
+                if not interrupted and all(self.phase_iters[p.name] >= p.iters for p in self.phases):
+                    interrupted = self._main_loop(stop_at)
+                if not interrupted:
+                    if self.last_eval_iter != self.iter:
+                        self._eval_point()
+                    else:
+                        self.save()
+            except EvaluationInterrupted:
+                interrupted, saved = True, True  # last.pth was written just before the evaluation
         if interrupted:
-            self.save()
+            if not saved:
+                self.save()
             name = signal.Signals(self._stop_signal).name
-            self.records.info(f"Stopped by {name} at iteration {self.iter}; checkpoint saved to "
+            during = " during the evaluation (it runs again on --resume)" if saved else ""
+            self.records.info(f"Stopped by {name} at iteration {self.iter}{during}; checkpoint saved to "
                               f"{self.ckpt_dir / 'last.pth'}. Continue with --resume.")
-            self.records.close()
             raise SystemExit(128 + int(self._stop_signal))
-        if self.last_eval_iter != self.iter:
-            self._evaluate_and_record()
-        self.save()
-        summary = self.summary(time.time() - start)
+        self._activity = ("boundary", "while writing summary.json")
+        summary = self.summary(self._elapsed())
         self.records.write_json("summary.json", summary)
-        self.records.close()
         return summary
 
     def _main_loop(self, stop_at: int) -> bool:
         self.strategy.train()
-        if self.tcfg.get("eval_first") and self.iter == 0:
-            self._evaluate_and_record()
-        window: dict[str, list[torch.Tensor]] = {}
+        if self.tcfg.get("eval_first") and self.iter == 0 and self.last_eval_iter is None:
+            self._eval_point()
+        elif self._eval_due(self.iter) and self.last_eval_iter != self.iter:
+            self._eval_point()  # resumed from the checkpoint written before an evaluation that did not finish
         self.records.start_progress(stop_at, self.iter, "train")
         batches = self.batches(self.iter)
         while self.iter < stop_at:
-            losses = self.train_iteration(next(batches))
+            self._activity = ("data", f"loading the batch of iteration {self.iter + 1}")
+            batch = next(batches)
+            self._activity = ("step", f"in the training step of iteration {self.iter + 1}")
+            losses = self.train_iteration(batch)
+            self._activity = ("boundary", f"after iteration {self.iter}")
+            self.guard.check_limit()
             lr = self.lr
             if losses is not None:
                 for k, v in losses.items():
-                    window.setdefault(k, []).append(v)
+                    self._window.setdefault(k, []).append(v)
             self.records.advance({"loss": float(losses["loss"])} if losses and self.records._bar else None)
             if self.iter % self.log_interval == 0 or self.iter == stop_at:
-                self._log_window(window, lr)
-                window = {}
-            if self.iter % self.eval_every == 0 or self.iter == self.total_iters:
-                self._evaluate_and_record()
-            if self.iter % self.ckpt_every == 0:
+                self._log_window(lr)
+            if self._eval_due(self.iter):
+                self._eval_point()
+            elif self.iter % self.ckpt_every == 0:
                 self.save()
-            if self._should_stop():
+            # stop only between accumulation windows: a checkpoint holds no half-accumulated gradients
+            if (self.iter % self.accumulate == 0 or self.iter == stop_at) and self._should_stop():
                 self.records.stop_progress()
                 return True
         self.records.stop_progress()
         return False
 
-    def _log_window(self, window: dict[str, list[torch.Tensor]], lr: float) -> None:
+    def _log_window(self, lr: float) -> None:
+        window, self._window = self._window, {}
         if not window:
             return
         keys = sorted(window)
@@ -406,6 +558,45 @@ class Trainer:
         terms = " ".join(f"{k} {entry[k]:.4g}" for k in keys)
         self.records.info(f"iter {self.iter}/{self.total_iters} epoch {entry['epoch']:.2f} lr {lr:.4g} {terms}")
 
+    # -- failures ------------------------------------------------------------------------------
+    def _state_is_sound(self, kind: str) -> bool:
+        """The models, optimisers and RNGs are those of an iteration boundary with no half-accumulated
+        gradients (failures while loading a batch, evaluating or recording; not inside a training step)."""
+        if kind not in ("data", "boundary"):
+            return False
+        in_main = all(self.phase_iters[p.name] >= p.iters for p in self.phases)
+        return not in_main or self.iter % self.accumulate == 0
+
+    def _report_failure(self, exc: BaseException) -> None:
+        kind, where = self._activity
+        failure = describe(exc, where or "at start")
+        last = self.ckpt_dir / "last.pth"
+        if kind == "eval":
+            failure.state = f"{last} (iteration {self.iter}) was written before the evaluation; --resume evaluates again"
+        elif self._state_is_sound(kind) and dist.is_main() and self.world == 1:
+            try:
+                self.save()
+                failure.state = f"Saved {last} at iteration {self.iter}"
+            except Exception as save_exc:  # noqa: BLE001 - e.g. the disk is still full
+                failure.state = f"Could not save {last} ({type(save_exc).__name__}: {save_exc}); " + self._last_good()
+        else:
+            failure.state = self._last_good()
+        if self._last_saved is None and not last.is_file():
+            failure.fix = (failure.fix.replace("continue with --resume", "start the run again with --overwrite")
+                           if failure.fix else "")
+        self._activity = ("failed", where)
+        if self.records is not None:
+            failure.log = self.records.exception(failure.line(), exc)
+        attach(exc, failure)
+
+    def _last_good(self) -> str:
+        if self._last_saved is not None:
+            path, it = self._last_saved
+            return f"The last good checkpoint {path} (iteration {it}) is intact"
+        if (self.ckpt_dir / "last.pth").is_file():
+            return f"The last good checkpoint {self.ckpt_dir / 'last.pth'} is intact"
+        return "No checkpoint was written yet"
+
     def summary(self, seconds: float) -> dict[str, Any]:
         out = {
             "final": self.final, "best": self.best, "best_iter": self.best_iter,
@@ -414,7 +605,9 @@ class Trainer:
             "completed": self.iter >= self.total_iters, "max_iters": self.max_iters,
             "config": self.cfg.filename, "work_dir": str(self.work_dir), "world_size": self.world,
             "device": str(self.device), "synthetic": self.synthetic, "seed": self.seed,
-            "time_s": round(seconds, 2), "strategy": (self.cfg.get("strategy") or {}).get("type", "distillation"),
+            "time_s": round(seconds, 2), "time_s_session": round(time.time() - self._session_start, 2),
+            "sessions": self._sessions,
+            "strategy": (self.cfg.get("strategy") or {}).get("type", "distillation"),
         }
         out["phase_iters"] = dict(self.phase_iters)
         for p in self.phases:
@@ -423,5 +616,6 @@ class Trainer:
         if len(names) > 1:
             out["models"] = {n: {"final": self.models_final.get(n, {}), "best": self.models_best.get(n, {})}
                              for n in names}
+        out.update(self.guard.summary())
         out.update(self.strategy.summary())
         return out

@@ -8,6 +8,7 @@ from typing import Callable
 
 from densekd.config import Config, load_config
 from densekd.engine.launch import USER_ERRORS
+from densekd.engine.workdir import WorkDirError, earlier_run
 from densekd.pipelines import refs
 from densekd.pipelines.report import StageResult, markdown, write_report
 from densekd.pipelines.spec import Pipeline, PipelineError, Stage
@@ -44,7 +45,7 @@ def _flatten(value, prefix: str = "") -> dict:
     return {prefix.rstrip("."): value}
 
 
-# settings that do not change what a stage learns
+# settings that do not change what a stage learns (a finished stage is kept without a warning about them)
 IGNORED_CHANGES = {"data.num_workers", "data.pin_memory", "train.log_interval"}
 
 
@@ -133,17 +134,19 @@ class PipelineRunner:
             return StageResult(stage.name, stage.config, stage.work_dir, "skipped", state.summary)
         self.check_inputs(stage)
         resume = state.status == RESUME
-        if resume:
-            changed = config_changes(stage.work_dir, stage.cfg)
-            if changed:
-                self.log(f"WARNING stage {stage.name!r}: resuming with a changed config (differs in "
-                         f"{', '.join(changed[:6])}{', ...' if len(changed) > 6 else ''})")
+        if resume:  # the trainer refuses a changed config (naming the keys) and warns for keys safe to change
             self.log(f"stage {stage.name!r}: resuming ({state.reason})")
         else:
             self.log(f"stage {stage.name!r}: training {stage.config} in {stage.work_dir}")
         try:
             trainer = Trainer(stage.cfg, stage.work_dir, device=self.device, synthetic=self.synthetic,
                               resume=resume, max_iters=self.max_iters)
+        except WorkDirError as exc:
+            if exc.kind != "earlier_run":
+                raise PipelineError(f"stage {stage.name!r} ({stage.config}): {exc}") from None
+            raise PipelineError(f"stage {stage.name!r}: {stage.work_dir} holds {earlier_run(stage.work_dir)}, which the "
+                                f"pipeline can neither skip (not finished: {state.reason}) nor resume (no "
+                                f"checkpoints/last.pth); delete {stage.work_dir} to train the stage again") from None
         except USER_ERRORS as exc:
             raise PipelineError(f"stage {stage.name!r} ({stage.config}): {exc}") from None
         summary = trainer.train()

@@ -4,7 +4,9 @@ After every student step, each adversarial term's critic takes ``n_critic`` step
 (``loss.build_d_optimizer()``, following the run's learning-rate schedule from its own base rate) on the
 student's detached outputs of that step. Gradients of the critic, which lives outside DDP's reducer, are
 averaged across processes by hand. A non-finite critic loss stops the run naming the term and the
-iteration, or skips the rest of that term's critic steps with ``train.skip_nonfinite=True``.
+iteration, or skips the rest of that term's critic steps with ``train.skip_nonfinite=True``; so do
+non-finite critic gradients (checked before each critic step). Skipped critic steps are counted per critic
+(``critic/<term>/<i>`` in ``summary.json``'s ``skipped_steps_by``).
 """
 from __future__ import annotations
 
@@ -39,7 +41,8 @@ class CriticSteps:
                 continue
             s, ts, image = cached
             s = s.detach() if isinstance(s, torch.Tensor) else [x.detach() for x in s]
-            for module, t, opt in zip(modules, ts, self.optimizers[name]):
+            for i, (module, t, opt) in enumerate(zip(modules, ts, self.optimizers[name])):
+                stream = f"critic/{name}/{i}"
                 for _ in range(int(module.n_critic)):
                     opt.zero_grad(set_to_none=True)
                     try:
@@ -50,8 +53,13 @@ class CriticSteps:
                         msg = f"Non-finite discriminator loss of term {name} at iteration {step.iter + 1}: {exc}."
                         if step.skip_nonfinite:
                             step.warn(msg + " Skipping this critic step (train.skip_nonfinite=True).")
+                            step.guard.skipped_step(stream, msg.rstrip("."))
                             break
                         raise NonFiniteLossError(msg) from exc
                     d_loss.backward()
-                    step.average_grads(module.separate_parameters())
+                    params = list(module.separate_parameters())
+                    step.average_grads(params)
+                    if not step.finite_grads(params, f"the critic of {name}", stream=stream):
+                        opt.zero_grad(set_to_none=True)
+                        break
                     opt.step()

@@ -97,8 +97,8 @@ class DistillationStrategy(Strategy):
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
             step.backward(sum(losses.values()))
-        if step.step_now:
-            step.optimizer_step(self.optimizer)
+        if step.step_now and not step.optimizer_step(self.optimizer):
+            return losses  # non-finite gradients, skipped (train.skip_nonfinite): the critics skip this step too
         self.critics.step(step)
         return losses
 
@@ -111,6 +111,9 @@ class DistillationStrategy(Strategy):
         sum(losses.values()).backward()
         params = [p for g in self.init_optimizer.param_groups for p in g["params"]]
         step.average_grads(params)
+        if not step.finite_grads(params, "the init optimiser's parameters"):
+            self.init_optimizer.zero_grad(set_to_none=True)
+            return losses
         step.clip(params)
         self.init_optimizer.step()
         return losses

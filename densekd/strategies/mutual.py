@@ -113,7 +113,7 @@ class MutualLearningStrategy(Strategy):
                 return None
             step.backward(sum(losses.values()))
         if step.step_now:
-            step.optimizer_step(*self._optimizers.values())
+            step.optimizer_step(*self._optimizers.values())  # checks every student's gradients first
         return losses
 
     def eval_models(self) -> dict[str, nn.Module]:
