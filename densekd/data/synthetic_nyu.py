@@ -476,6 +476,28 @@ def _texture(tex: np.ndarray, a: np.ndarray, b: np.ndarray, period: np.ndarray) 
     return out
 
 
+_CACHE_BYTES = 256 * 2 ** 20  # per dataset object (and per loader worker)
+
+
+def _cached(dataset, index: int, render) -> dict:
+    """``render(index)``, memoised on ``dataset`` up to :data:`_CACHE_BYTES` (renders are deterministic, so this
+    changes speed only: a few hundred small rooms are drawn once instead of every epoch). Cached arrays are
+    read-only."""
+    cache = dataset.__dict__.setdefault("_render_cache", {})
+    if index in cache:
+        return cache[index]
+    out = render(index)
+    size = sum(v.nbytes for v in out.values() if isinstance(v, np.ndarray))
+    used = dataset.__dict__.get("_render_cache_bytes", 0)
+    if used + size <= _CACHE_BYTES:
+        for v in out.values():
+            if isinstance(v, np.ndarray):
+                v.flags.writeable = False
+        cache[index] = out
+        dataset._render_cache_bytes = used + size
+    return out
+
+
 def render_room(rng: np.random.Generator, height: int, width: int, kind: str | None = None) -> dict:
     """Ray-cast one room; returns ``image`` (H x W x 3 uint8), ``depth`` (H x W float32 metres, complete),
     ``raw_depth`` (with Kinect-like holes, 0), ``label`` (H x W uint8 NYU-40 train ids, 255 = unlabeled),
@@ -798,12 +820,18 @@ class SyntheticNYUDepthV2(Dataset):
     def __len__(self) -> int:
         return self.num_samples
 
+    def __getstate__(self) -> dict:  # loader workers start with an empty render cache
+        state = dict(self.__dict__)
+        state.pop("_render_cache", None)
+        state.pop("_render_cache_bytes", None)
+        return state
+
     def render(self, index: int) -> dict:
         """Everything :func:`render_room` returns for sample ``index`` of this split."""
         if not 0 <= index < self.num_samples:
             raise IndexError(f"SyntheticNYUDepthV2 index {index} out of range for {self.num_samples} samples")
-        rng = np.random.default_rng(_sample_seed("SyntheticNYUDepthV2", self.split, index))
-        return render_room(rng, *self.size)
+        return _cached(self, index, lambda i: render_room(
+            np.random.default_rng(_sample_seed("SyntheticNYUDepthV2", self.split, i)), *self.size))
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(H x W x 3 uint8, H x W float32 metres, H x W labels) as :meth:`NYUDepthV2.load`."""
@@ -893,11 +921,17 @@ class SyntheticNYUDepthRaw(Dataset):
     def __len__(self) -> int:
         return self.num_samples
 
+    def __getstate__(self) -> dict:  # loader workers start with an empty render cache
+        state = dict(self.__dict__)
+        state.pop("_render_cache", None)
+        state.pop("_render_cache_bytes", None)
+        return state
+
     def render(self, index: int) -> dict:
         if not 0 <= index < self.num_samples:
             raise IndexError(f"SyntheticNYUDepthRaw index {index} out of range for {self.num_samples} samples")
-        rng = np.random.default_rng(_sample_seed("SyntheticNYUDepthRaw", self.stream, index))
-        return render_room(rng, *self.size)
+        return _cached(self, index, lambda i: render_room(
+            np.random.default_rng(_sample_seed("SyntheticNYUDepthRaw", self.stream, i)), *self.size))
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(H x W x 3 uint8, H x W float32 metres, 0 = missing), depth on the PNG's grid (1 / depth_scale m)."""
