@@ -406,7 +406,7 @@ def test_visualize_refuses_a_classification_config_naming_the_tasks_that_draw(ti
     torch.save(SimpleCNN(width=8).state_dict(), ckpt_path)
     code, _, err = cli("visualize", [tiny_config(), ckpt_path, "--device", "cpu"], capsys)
     line = error_line(err)
-    assert code == 2 and "draws pictures for segmentation configs only" in line and "'classification'" in line, line
+    assert code == 2 and "draws pictures for depth, segmentation configs only" in line and "'classification'" in line, line
 
 
 # -- data loaders ---------------------------------------------------------------------------------------------------------
