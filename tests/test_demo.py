@@ -65,3 +65,19 @@ def test_depth_demo_quick_writes_its_table_and_depth_pictures(tmp_path):
 
     img = cv2.imread(str(wd / "pictures" / "val_000.png"))
     assert img.shape[1] == 5 * 128 + 4 * 2 and (wd / "pictures" / "legend.png").is_file()
+
+
+def test_crossmodal_demo_quick_compares_random_and_crd_features(tmp_path):
+    wd = tmp_path / "demo_xm"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "crossmodal", "--quick", "--work-dir",
+                           str(wd), "--threads", "1"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((wd / "results.json").read_text())
+    assert [r["stage"] for r in results["rows"]] == ["teacher", "crd", "probe_random", "probe_crd"]
+    probes = {r["stage"]: r for r in results["rows"][2:]}
+    assert math.isclose(results["crd_gain_mIoU"], probes["probe_crd"]["mIoU"] - probes["probe_random"]["mIoU"],
+                        abs_tol=1e-3)
+    crd_cfg = (wd / "crd" / "config.py").read_text()
+    assert "CRD" in crd_cfg and str(wd / "teacher" / "checkpoints" / "best.pth") in crd_cfg
+    assert str(wd / "crd" / "checkpoints" / "last.pth") in (wd / "probe_crd" / "config.py").read_text()
+    assert "| Depth segmentation, head on frozen CRD features |" in (wd / "results.md").read_text()
