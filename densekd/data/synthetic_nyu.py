@@ -476,27 +476,40 @@ def _texture(tex: np.ndarray, a: np.ndarray, b: np.ndarray, period: np.ndarray) 
     return out
 
 
-_CACHE_BYTES = 256 * 2 ** 20  # per dataset object (and per loader worker)
+class _RenderedRooms(Dataset):
+    """Rooms drawn by :func:`render_room`, deterministic per ``(seed_name, seed_stream, index)`` and memoised on
+    the dataset object up to :attr:`cache_bytes` (renders are deterministic, so this changes speed only: a few
+    hundred small rooms are drawn once instead of every epoch). Cached arrays are read-only; a loader worker
+    starts with an empty cache. Subclasses set ``seed_name`` and the attribute named by ``seed_stream``."""
 
+    seed_name = ""
+    seed_stream = ""
+    cache_bytes = 256 * 2 ** 20
 
-def _cached(dataset, index: int, render) -> dict:
-    """``render(index)``, memoised on ``dataset`` up to :data:`_CACHE_BYTES` (renders are deterministic, so this
-    changes speed only: a few hundred small rooms are drawn once instead of every epoch). Cached arrays are
-    read-only."""
-    cache = dataset.__dict__.setdefault("_render_cache", {})
-    if index in cache:
-        return cache[index]
-    out = render(index)
-    size = sum(v.nbytes for v in out.values() if isinstance(v, np.ndarray))
-    used = dataset.__dict__.get("_render_cache_bytes", 0)
-    if used + size <= _CACHE_BYTES:
-        for v in out.values():
-            if isinstance(v, np.ndarray):
-                v.flags.writeable = False
-        cache[index] = out
-        dataset._render_cache_bytes = used + size
-    return out
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_render_cache", None)
+        state.pop("_render_cache_bytes", None)
+        return state
 
+    def render(self, index: int) -> dict:
+        """Everything :func:`render_room` returns for sample ``index``."""
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"{self.seed_name} index {index} out of range for {self.num_samples} samples")
+        cache = self.__dict__.setdefault("_render_cache", {})
+        if index in cache:
+            return cache[index]
+        rng = np.random.default_rng(_sample_seed(self.seed_name, getattr(self, self.seed_stream), index))
+        out = render_room(rng, *self.size)
+        size = sum(v.nbytes for v in out.values() if isinstance(v, np.ndarray))
+        used = self.__dict__.get("_render_cache_bytes", 0)
+        if used + size <= self.cache_bytes:
+            for v in out.values():
+                if isinstance(v, np.ndarray):
+                    v.flags.writeable = False
+            cache[index] = out
+            self._render_cache_bytes = used + size
+        return out
 
 def render_room(rng: np.random.Generator, height: int, width: int, kind: str | None = None) -> dict:
     """Ray-cast one room; returns ``image`` (H x W x 3 uint8), ``depth`` (H x W float32 metres, complete),
@@ -755,7 +768,7 @@ def _clamp_crop(crop_size, size):
 
 
 @DATASETS.register()
-class SyntheticNYUDepthV2(Dataset):
+class SyntheticNYUDepthV2(_RenderedRooms):
     """Procedural stand-in for :class:`~densekd.data.nyu.NYUDepthV2`: the same arguments (``root`` and the file
     names are accepted and ignored; ``mapping_file=None`` still means raw ids), sample keys, dtypes and
     conventions, on rooms from :func:`render_room`.
@@ -774,6 +787,7 @@ class SyntheticNYUDepthV2(Dataset):
     class_names = list(CLASSES40)
     palette = list(PALETTE40)
     num_classes = len(CLASSES40)
+    seed_name, seed_stream = "SyntheticNYUDepthV2", "split"
     DEFAULT_SIZES = {"train": 200, "test": 50}
 
     def __init__(self, root: str | None = None, split: str = "train", mat_file: str = "nyu_depth_v2_labeled.mat",
@@ -819,19 +833,6 @@ class SyntheticNYUDepthV2(Dataset):
 
     def __len__(self) -> int:
         return self.num_samples
-
-    def __getstate__(self) -> dict:  # loader workers start with an empty render cache
-        state = dict(self.__dict__)
-        state.pop("_render_cache", None)
-        state.pop("_render_cache_bytes", None)
-        return state
-
-    def render(self, index: int) -> dict:
-        """Everything :func:`render_room` returns for sample ``index`` of this split."""
-        if not 0 <= index < self.num_samples:
-            raise IndexError(f"SyntheticNYUDepthV2 index {index} out of range for {self.num_samples} samples")
-        return _cached(self, index, lambda i: render_room(
-            np.random.default_rng(_sample_seed("SyntheticNYUDepthV2", self.split, i)), *self.size))
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(H x W x 3 uint8, H x W float32 metres, H x W labels) as :meth:`NYUDepthV2.load`."""
@@ -887,13 +888,14 @@ class SyntheticNYUDepthV2(Dataset):
 
 
 @DATASETS.register()
-class SyntheticNYUDepthRaw(Dataset):
+class SyntheticNYUDepthRaw(_RenderedRooms):
     """Procedural stand-in for :class:`~densekd.data.nyu.NYUDepthRaw`: the same arguments (``root`` accepted
     and ignored; ``filelist`` names the stream: samples are deterministic per (file-list name, index)) plus
     ``num_samples`` (default 400) and ``size`` (default 96 x 128). Depth has Kinect-like holes and is quantised
     to millimetres (what a uint16 PNG holds); ``focal`` is NYU's focal scaled to the frame width."""
 
     load_keys = ('image', 'depth')  # what load(index) returns, in order
+    seed_name, seed_stream = "SyntheticNYUDepthRaw", "stream"
 
     def __init__(self, root: str | None = None, filelist: str = "nyu_train_files.txt",
                  crop_size: Sequence[int] | int | None = None, augment: bool | None = None,
@@ -920,18 +922,6 @@ class SyntheticNYUDepthRaw(Dataset):
 
     def __len__(self) -> int:
         return self.num_samples
-
-    def __getstate__(self) -> dict:  # loader workers start with an empty render cache
-        state = dict(self.__dict__)
-        state.pop("_render_cache", None)
-        state.pop("_render_cache_bytes", None)
-        return state
-
-    def render(self, index: int) -> dict:
-        if not 0 <= index < self.num_samples:
-            raise IndexError(f"SyntheticNYUDepthRaw index {index} out of range for {self.num_samples} samples")
-        return _cached(self, index, lambda i: render_room(
-            np.random.default_rng(_sample_seed("SyntheticNYUDepthRaw", self.stream, i)), *self.size))
 
     def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """(H x W x 3 uint8, H x W float32 metres, 0 = missing), depth on the PNG's grid (1 / depth_scale m)."""

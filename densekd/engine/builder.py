@@ -98,19 +98,28 @@ def build_val_loader(cfg: Config, dataset, rank: int, world: int, pin_memory: bo
                         num_workers=int(data.get("num_workers", 0)), pin_memory=bool(data.get("pin_memory", pin_memory)))
 
 
+DEFAULT_STRATEGY = "distillation"
+
+
+def strategy_config(cfg) -> dict:
+    """A copy of the config's ``strategy`` section with its ``type``: a missing section, or one without a type,
+    means (adjusts) the default strategy ``'distillation'``."""
+    scfg = copy.deepcopy(dict(cfg.get("strategy") or {}))
+    scfg.setdefault("type", DEFAULT_STRATEGY)
+    return scfg
+
+
 def build_strategy(cfg: Config, ctx):
-    """The config's ``strategy`` (default ``dict(type='distillation')``) built with the run's BuildContext."""
+    """The config's strategy (:func:`strategy_config`) built with the run's BuildContext."""
     from densekd.registry import STRATEGIES
 
-    scfg = copy.deepcopy(dict(cfg.get("strategy") or {}))
-    scfg.setdefault("type", "distillation")  # a section without a type adjusts the default strategy
-    return STRATEGIES.build(scfg, where="strategy", ctx=ctx)
+    return STRATEGIES.build(strategy_config(cfg), where="strategy", ctx=ctx)
 
 
 def strategy_class(cfg: Config):
     from densekd.registry import STRATEGIES
 
-    return STRATEGIES.get((cfg.get("strategy") or {}).get("type", "distillation"))
+    return STRATEGIES.get(strategy_config(cfg)["type"])
 
 
 def build_model(model_cfg: dict, where: str = "model") -> nn.Module:

@@ -7,7 +7,7 @@ import torch
 
 from densekd.config import Config
 from densekd.engine import distributed as dist
-from densekd.engine.builder import build_dataset, build_model, build_task, build_val_loader, strategy_class
+from densekd.engine.builder import build_dataset, build_model, build_task, build_val_loader, strategy_class, strategy_config
 from densekd.engine.checkpoint import CheckpointError, load_checkpoint, load_state, model_state_from
 from densekd.tasks.base import batch_input
 
@@ -53,8 +53,8 @@ def checkpoint_models(cfg: Config, ckpt: dict, source: str = "the checkpoint") -
     """The evaluated models of a run (the strategy's ``eval_models``), built from the config and loaded from a
     densekd checkpoint (``models`` by name when the run evaluates several, else ``model``) or a plain state
     dict (primary model only)."""
-    strategy = dict(cfg.get("strategy") or {})
-    strategy.pop("type", None)
+    strategy = strategy_config(cfg)
+    strategy.pop("type")
     configs = strategy_class(cfg).eval_model_configs(cfg, **strategy)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"checkpoint {source} holds a {type(ckpt).__name__}, not a densekd checkpoint or a "

@@ -94,9 +94,10 @@ def validate(cfg: Config) -> None:
         elif kind == "MODELS":
             _check_typed(value, key, MODELS, cfg)
         elif kind == "STRATEGIES":
-            if "type" not in value:  # a partial section merged onto the default strategy
-                value = dict(value, type="distillation")
-            _check_typed(value, key, STRATEGIES, cfg, skip=("ctx",))
+            from densekd.engine.builder import strategy_config
+
+            _check_typed(strategy_config(cfg) if isinstance(value, dict) else value, key, STRATEGIES, cfg,
+                         skip=("ctx",))
         elif kind == "teacher":
             _check_teacher(value, key, cfg)
         elif kind == "teacher_list":

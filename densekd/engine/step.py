@@ -36,6 +36,13 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MAX_CONSECUTIVE_SKIPS = 100
 
 
+def amp_autocast(device: torch.device, amp: str | None):
+    """``torch.autocast`` in the ``train.amp`` dtype (``'bf16'`` / ``'fp16'``), or a no-op without AMP."""
+    if amp:
+        return torch.autocast(device.type, dtype=AMP_DTYPES[amp])
+    return contextlib.nullcontext()
+
+
 class NonFiniteLossError(FloatingPointError):
     pass
 
@@ -148,9 +155,7 @@ class Step:
 
     # -- mechanics ------------------------------------------------------------------------------------
     def autocast(self):
-        if self.amp:
-            return torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp])
-        return contextlib.nullcontext()
+        return amp_autocast(self.device, self.amp)
 
     def accumulating(self):
         """DDP's ``no_sync()`` inside an accumulation window (gradients are reduced at its last iteration)."""

@@ -32,7 +32,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from densekd.config import Config, ConfigError
 from densekd.engine import distributed as dist
-from densekd.engine.builder import build_datasets, build_strategy, build_task, build_train_loader, build_val_loader
+from densekd.engine.builder import (build_datasets, build_strategy, build_task, build_train_loader, build_val_loader,
+                                    strategy_config)
 from densekd.engine.checkpoint import (atomic_save, atomic_write_text, load_checkpoint, require_training_checkpoint,
                                        rng_state, set_rng_state)
 from densekd.engine.evaluate import EvaluationInterrupted, run_evaluation, to_device
@@ -41,7 +42,7 @@ from densekd.engine.optim import LRSchedule, set_lr
 from densekd.engine.records import RunRecords
 from densekd.engine.resume import config_drift, rewind_metrics
 from densekd.engine.schema import ensure_valid
-from densekd.engine.step import AMP_DTYPES, MAX_CONSECUTIVE_SKIPS, NonFiniteGuard, NonFiniteLossError, Step, loss_entries
+from densekd.engine.step import AMP_DTYPES, MAX_CONSECUTIVE_SKIPS, amp_autocast, NonFiniteGuard, NonFiniteLossError, Step, loss_entries
 from densekd.engine.workdir import WorkDirError, claim_work_dir
 from densekd.strategies.base import BuildContext
 
@@ -338,9 +339,7 @@ class Trainer:
 
     # -- steps -------------------------------------------------------------------------
     def _autocast(self):
-        if self.amp:
-            return torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp])
-        return contextlib.nullcontext()
+        return amp_autocast(self.device, self.amp)
 
     def _step(self, phase: str, it: int, step_now: bool) -> Step:
         return Step(phase=phase, iter=it, epoch=it / self.iters_per_epoch, step_now=step_now, model=self.model,
@@ -607,7 +606,7 @@ class Trainer:
             "device": str(self.device), "synthetic": self.synthetic, "seed": self.seed,
             "time_s": round(seconds, 2), "time_s_session": round(time.time() - self._session_start, 2),
             "sessions": self._sessions,
-            "strategy": (self.cfg.get("strategy") or {}).get("type", "distillation"),
+            "strategy": strategy_config(self.cfg)["type"],
         }
         out["phase_iters"] = dict(self.phase_iters)
         for p in self.phases:

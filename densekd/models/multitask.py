@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from densekd.models.depth import DepthModel
-from densekd.models.seg import SegModel, _to_size
+from densekd.models.seg import SegModel, crop_to_input, pad_to_multiple
 from densekd.registry import MODELS
 
 
@@ -41,16 +41,10 @@ class MultiTaskModel(nn.Module):
             self.feature_taps["preacts"] = list(seg.feature_taps["preacts"])
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if x.dim() != 4:
-            raise ValueError(f"MultiTaskModel expects B x C x H x W images; got shape {tuple(x.shape)}")
-        h, w = x.shape[-2:]
-        d = self.size_divisor
-        ph, pw = (-h) % d, (-w) % d
-        if ph or pw:
-            x = nn.functional.pad(x, (0, pw, 0, ph))
+        x, h, w = pad_to_multiple(x, self.size_divisor, "MultiTaskModel")
         feats = self.encoder(x)
-        seg = _to_size(self.seg_head(self.seg_decoder(feats)), x.shape[-2:])[..., :h, :w]
-        z = _to_size(self.depth_head(self.depth_decoder(feats)), x.shape[-2:])[..., :h, :w]
+        seg = crop_to_input(self.seg_head(self.seg_decoder(feats)), x, h, w)
+        z = crop_to_input(self.depth_head(self.depth_decoder(feats)), x, h, w)
         return {"seg": seg, "depth": self._to_depth(z)}
 
     def extra_repr(self) -> str:

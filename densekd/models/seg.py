@@ -134,19 +134,11 @@ class SegModel(nn.Module):
             del state_dict[key]
 
     def forward(self, x: torch.Tensor):
-        if x.dim() != 4:
-            raise ValueError(f"SegModel expects B x C x H x W images; got shape {tuple(x.shape)}")
-        h, w = x.shape[-2:]
-        d = self.size_divisor
-        ph, pw = (-h) % d, (-w) % d
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph))
+        x, h, w = pad_to_multiple(x, self.size_divisor, "SegModel")
         feats = self.encoder(x)
-        logits = self.segmentation_head(self.decoder(feats))
-        logits = _to_size(logits, x.shape[-2:])[..., :h, :w]
+        logits = crop_to_input(self.segmentation_head(self.decoder(feats)), x, h, w)
         if self.aux_head is not None and self.training:
-            aux = _to_size(self.aux_head(feats[-2]), x.shape[-2:])[..., :h, :w]
-            return {"out": logits, "aux": aux}
+            return {"out": logits, "aux": crop_to_input(self.aux_head(feats[-2]), x, h, w)}
         return logits
 
     def extra_repr(self) -> str:
@@ -164,6 +156,20 @@ def dilate_encoder(encoder: nn.Module, output_stride: int) -> None:
         if stage_stride > output_stride:
             smp.encoders._utils.replace_strides_with_dilation(getattr(encoder, name), stage_stride // output_stride)
     encoder._output_stride = output_stride
+
+
+def pad_to_multiple(x: torch.Tensor, divisor: int, who: str) -> tuple[torch.Tensor, int, int]:
+    """``(x zero-padded bottom/right to a multiple of divisor, original height, original width)``."""
+    if x.dim() != 4:
+        raise ValueError(f"{who} expects B x C x H x W images; got shape {tuple(x.shape)}")
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % divisor, (-w) % divisor
+    return (F.pad(x, (0, pw, 0, ph)) if ph or pw else x), h, w
+
+
+def crop_to_input(t: torch.Tensor, padded: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """A head's map resized (bilinear) to the padded input's size, then cropped to the original ``h x w``."""
+    return _to_size(t, padded.shape[-2:])[..., :h, :w]
 
 
 def _to_size(t: torch.Tensor, size) -> torch.Tensor:

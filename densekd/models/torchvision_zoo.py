@@ -79,10 +79,10 @@ def load_torchvision_weights(model: nn.Module, path: str, arch: str) -> None:
 def _build(arch: str, num_classes: int, in_channels: int, pretrained: str | None) -> nn.Module:
     model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
     if in_channels != 3:
+        parent, _, name = _first_conv_name(arch).rpartition(".")
         old = model.get_submodule(_first_conv_name(arch))
         new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
-        parent, name = _first_conv_name(arch).rsplit(".", 1) if "." in _first_conv_name(arch) else ("", "conv1")
-        setattr(model.get_submodule(parent) if parent else model, name, new)
+        setattr(model.get_submodule(parent), name, new)
     for m in model.modules():
         if isinstance(m, (nn.ReLU, nn.ReLU6)):
             m.inplace = False
