@@ -71,3 +71,38 @@ def test_two_stage_distillation_under_torchrun_matches_one_process(tiny_config, 
     # (The student is not compared: FT's translator has BatchNorm, which sees each rank's half batch
     # unless train.sync_bn=True, and SyncBatchNorm runs on CUDA only.)
     assert json.loads((tmp_path / "two/summary.json").read_text())["completed"]
+
+
+
+_TEARDOWN_SCRIPT = """
+import os, sys
+sys.path.insert(0, {root!r})
+sys.path.insert(0, {tools!r})
+import train
+
+def threads():
+    return sorted(open(f'/proc/self/task/{{t}}/comm').read().strip() for t in os.listdir('/proc/self/task'))
+
+before = threads()
+train.main([{cfg!r}, '--work-dir', {work!r}, '--device', 'cpu'])
+print('THREADS', before, threads(), flush=True)
+"""
+
+
+def test_train_ends_the_process_groups_threads(tiny_config, tmp_path):
+    """tools/train.py must end the gloo group's worker threads before it returns, not leave the group to
+    interpreter finalisation, where a worker freeing a finished collective aborts a successful run
+    ("terminate called without an active exception", SIGABRT, torchrun exit 1) now and then."""
+    cfg = tiny_config(norm="gn", batch=8, epochs=1)
+    script = tmp_path / "run_train.py"
+    script.write_text(_TEARDOWN_SCRIPT.format(root=str(ROOT), tools=str(ROOT / "tools"), cfg=str(cfg),
+                                              work=str(tmp_path / "work")))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                          "--master_port=29533", str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0, run.stderr[-3000:]
+    ends = [line for line in run.stdout.splitlines() if line.startswith("THREADS")]
+    assert len(ends) == 2, run.stdout[-2000:]
+    for line in ends:
+        before, after = line[len("THREADS "):].split("] [")
+        assert "gloo" not in after, line  # no pt_gloo_runloop / gloo_tcp_loop left running

@@ -64,6 +64,7 @@ def main(argv=None) -> dict:
     finally:
         from densekd.engine.distributed import teardown
 
+        del trainer  # its DDP wrappers hold the process group: let teardown free it before the interpreter exits
         teardown()
 
 

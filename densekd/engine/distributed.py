@@ -1,6 +1,7 @@
 """torchrun integration: process group set-up, rank queries, reductions."""
 from __future__ import annotations
 
+import gc
 import os
 from datetime import timedelta
 
@@ -56,8 +57,17 @@ def setup(device: str) -> torch.device:
 
 
 def teardown() -> None:
+    """Destroy the process group while the interpreter is whole.
+
+    Objects that refer to the group (DDP wrappers and their reducers, often inside reference cycles) must be
+    gone first: the group's worker threads are joined only when its last reference is dropped, and a worker
+    that frees a finished collective after Python has begun finalising aborts the process ("terminate called
+    without an active exception", SIGABRT) after a successful run. Callers drop their trainers before this;
+    the collections here free what cycles still hold, so the group's threads end before ``exit``."""
     if is_distributed():
+        gc.collect()
         dist.destroy_process_group()
+        gc.collect()
 
 
 def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
