@@ -1,6 +1,5 @@
 """Every benchmark method, from its own config base, on real CIFAR zoo models."""
 import copy
-from pathlib import Path
 
 import pytest
 import torch
