@@ -54,3 +54,16 @@ def test_works_on_real_training_outputs(tiny_config, tmp_path):
     empty = subprocess.run([sys.executable, str(ROOT / "tools/collect_results.py"), str(tmp_path / "nothing")],
                            capture_output=True, text=True, timeout=120)
     assert empty.returncode == 2 and "no summary.json" in empty.stderr
+
+
+def test_published_rows_of_the_newer_methods_name_their_source(tmp_path):
+    for method, value in (("dist", 76.0), ("kd_ls", 76.5), ("dkd_ls", 76.9), ("kdsvd", 73.0)):
+        fake(tmp_path, f"cifar100/distill/resnet32x4-resnet8x4/{method}", 0, value, value)
+    fake(tmp_path, "cifar100/distill/vgg13-vgg8/dist", 0, 73.0, 73.0)
+    text = table(collect([tmp_path]), "final", published=True)
+    rows = {l.split("|")[1].strip(): l for l in text.splitlines() if l.startswith("| ")}
+    assert "76.00 (76.31)" in rows["DIST"] and "73.00 (-)" in rows["DIST"]
+    assert "76.50 (76.62)" in rows["KD+LS"] and "76.90 (77.01)" in rows["DKD+LS"]
+    assert "73.00" in rows["KDSVD"] and "(" not in rows["KDSVD"]  # no published number
+    assert "DIST: Huang et al. 2022" in text and "Sun et al. 2024" in text
+    assert list(rows).index("DIST") < list(rows).index("KD+LS") < list(rows).index("DKD+LS")

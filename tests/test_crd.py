@@ -94,6 +94,23 @@ def test_nce_value_and_z_estimated_on_first_batch():
     assert out.item() == pytest.approx(expected, rel=1e-5)
 
 
+def test_nce_has_the_references_eps_inside_each_log():
+    """ContrastLoss: log(P / (P + m Pn + eps)) and log(m Pn / (P + m Pn + eps)) with eps = 1e-7. Chosen so that the
+    eps matters: m Pn = 2 / 20000 = 1e-4 and P ~ 1e-6, so dropping the eps changes the value by ~1e-3 relative."""
+    loss = make_loss(nce_k=2, num_data=20000)
+    assert loss.eps == 1e-7
+    scores = torch.tensor([[-2.0, -9.0, -12.0], [0.5, -11.0, -8.5]], dtype=torch.float64)
+    z = torch.tensor(3.0e3, dtype=torch.float64)
+    got = loss._nce(scores, z).item()
+    assert got == pytest.approx(reference_contrast_loss(scores, 3.0e3, 20000, eps=1e-7), rel=1e-10)
+    without = reference_contrast_loss(scores, 3.0e3, 20000, eps=0.0)
+    assert abs(got - without) / abs(without) > 1e-4  # the test can tell the two apart
+    assert make_loss(nce_k=2, num_data=20000, eps=0.0)._nce(scores, z).item() == pytest.approx(without, rel=1e-10)
+    # finite where exp(s) / Z overflows a float
+    big = torch.tensor([[800.0, 790.0, -5.0]], dtype=torch.float64)
+    assert math.isfinite(loss._nce(big, z).item())
+
+
 def test_nce_uses_stored_z_and_keeps_it():
     loss = make_loss()
     set_known_memory(loss)

@@ -1,6 +1,5 @@
 """Every benchmark method, from its own config base, on real CIFAR zoo models."""
 import copy
-from pathlib import Path
 
 import pytest
 import torch
@@ -35,7 +34,7 @@ def batch_for(terms, n=6):
 
 def test_every_method_has_a_base_and_a_config_per_pair():
     assert {"kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst", "crd", "crd_kd", "ofd",
-            "irg", "dkd"} <= set(METHODS)
+            "irg", "dkd", "dist", "kd_ls", "dkd_ls", "kdsvd"} <= set(METHODS)
     pairs = sorted(p.name for p in (ROOT / "configs/cifar100/distill").iterdir())
     assert len(pairs) == 7
     for pair in pairs:
@@ -82,7 +81,7 @@ def test_gradients_reach_student_and_loss_parts_never_teacher(method):
     assert set(main) == {"cls"} | {t.name for t in d.terms if not t.init_only}
 
 
-@pytest.mark.parametrize("method", ["kd", "crd_kd", "ft", "ab", "vid"])
+@pytest.mark.parametrize("method", ["kd", "crd_kd", "ft", "ab", "vid", "dist", "kd_ls", "dkd_ls", "kdsvd"])
 def test_trainer_runs_method_and_keeps_teacher(method, tmp_path):
     cfg = load_config(ROOT / f"configs/cifar100/distill/resnet56-resnet20/{method}.py",
                       ["data.batch_size=8", "data.val_batch_size=16", "data.num_workers=0", "strategy.init_epochs=1",

@@ -351,10 +351,11 @@ def test_cwd_connector_built_from_shapes_and_gradients():
                         num_data=10)
     assert isinstance(loss.connectors[0], ConvConnector)
     out = loss(s, t)
-    # value = CWD on the connector's output (connector in the same mode)
+    # value = CWD on the connector's output (connector in the same mode), divided by the student's 3 channels
+    # (CIRKD) rather than the teacher's 6
     with torch.no_grad():
         mapped = loss.connectors[0](s)
-    assert out.item() == pytest.approx(_cwd_loops(mapped, t.detach(), 2.0), rel=1e-5)
+    assert out.item() == pytest.approx(_cwd_loops(mapped, t.detach(), 2.0) * 6 / 3, rel=1e-5)
     out.backward()
     assert s.grad is not None and s.grad.abs().sum() > 0
     assert t.grad is None
@@ -383,3 +384,244 @@ def test_registered_and_exported():
     built = LOSSES.build(dict(type="PairWiseKD", grid=(2, 2)), s_shapes=[torch.Size([2, 3, 4, 4])],
                          t_shapes=[torch.Size([2, 3, 4, 4])], num_classes=3)
     assert isinstance(built, PairWiseKD) and built.grid == (2, 2)
+
+
+# ---------------------------------------------------------------------------------------------- logit standardisation
+def _zscore(vals: list[float], eps: float = 1e-7) -> list[float]:
+    m = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
+    return [(v - m) / (sd + eps) for v in vals]
+
+
+def test_pixelwise_logit_std_zscores_each_pixel_over_channels():
+    torch.manual_seed(20)
+    s, t = torch.randn(2, 4, 3, 3) * 3, torch.randn(2, 4, 3, 3) * 5 + 1
+    target = torch.randint(0, 4, (2, 3, 3))
+    target[0, 0, 0] = 255
+    zs, zt = torch.empty_like(s), torch.empty_like(t)
+    for b in range(2):
+        for h in range(3):
+            for w in range(3):
+                zs[b, :, h, w] = torch.tensor(_zscore([s[b, c, h, w].item() for c in range(4)]))
+                zt[b, :, h, w] = torch.tensor(_zscore([t[b, c, h, w].item() for c in range(4)]))
+    got = PixelWiseKD(T=2.0, logit_std=True)(s, t, target=target).item()
+    want = _pixel_kd_loops(zs, zt, lambda b, h, w: target[b, h, w].item() != 255, 2.0)
+    assert got == pytest.approx(want, rel=1e-5)
+    sg = s.clone().requires_grad_(True)
+    tg = t.clone().requires_grad_(True)
+    PixelWiseKD(logit_std=True)(sg, tg, target=target).backward()
+    assert sg.grad.abs().sum() > 0 and tg.grad is None
+
+
+# ---------------------------------------------------------------------------------------------- DenseDIST
+def _pearson(u: list[float], v: list[float], eps: float = 1e-8) -> float:
+    mu, mv = sum(u) / len(u), sum(v) / len(v)
+    du, dv = [a - mu for a in u], [b - mv for b in v]
+    return sum(a * b for a, b in zip(du, dv)) / (math.sqrt(sum(a * a for a in du)) * math.sqrt(sum(b * b for b in dv))
+                                                 + eps)
+
+
+def _dense_dist_loops(s, t, T, beta, gamma, intra, valid=None):
+    B, C, H, W = t.shape
+    pix = {b: [(h, w) for h in range(H) for w in range(W) if valid is None or valid(b, h, w)] for b in range(B)}
+    ps = {(b, h, w): _softmax([s[b, c, h, w].item() for c in range(C)], T) for b in range(B) for h, w in pix[b]}
+    pt = {(b, h, w): _softmax([t[b, c, h, w].item() for c in range(C)], T) for b in range(B) for h, w in pix[b]}
+    keys = list(ps)
+    inter = 1 - sum(_pearson(ps[k], pt[k]) for k in keys) / len(keys)
+    if intra == "batch":
+        intra_v = 1 - sum(_pearson([ps[k][c] for k in keys], [pt[k][c] for k in keys]) for c in range(C)) / C
+    else:
+        per_img = []
+        for b in range(B):
+            ks = [(b, h, w) for h, w in pix[b]]
+            per_img.append(1 - sum(_pearson([ps[k][c] for k in ks], [pt[k][c] for k in ks]) for c in range(C)) / C)
+        intra_v = sum(per_img) / len(per_img)
+    return T * T * (beta * inter + gamma * intra_v)
+
+
+@pytest.mark.parametrize("intra", ["batch", "image"])
+def test_dense_dist_matches_loops(intra):
+    from densekd.losses import DenseDIST
+
+    torch.manual_seed(21)
+    s, t = torch.randn(2, 4, 3, 5) * 2, torch.randn(2, 4, 3, 5) * 2
+    for T, beta, gamma in ((1.0, 1.0, 1.0), (2.0, 0.5, 2.0)):
+        got = DenseDIST(beta=beta, gamma=gamma, T=T, intra=intra)(s, t).item()
+        assert got == pytest.approx(_dense_dist_loops(s, t, T, beta, gamma, intra), rel=1e-5)
+    # the release uses every pixel: a target does not change anything unless ignore_index is set
+    target = torch.randint(0, 4, (2, 3, 5))
+    target[0, 0, :3] = 255
+    target[1, 2, 4] = 255
+    assert DenseDIST(intra=intra)(s, t, target=target).item() == pytest.approx(DenseDIST(intra=intra)(s, t).item())
+    got = DenseDIST(intra=intra, ignore_index=255)(s, t, target=target).item()
+    want = _dense_dist_loops(s, t, 1.0, 1.0, 1.0, intra, valid=lambda b, h, w: target[b, h, w].item() != 255)
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_dense_dist_batch_mode_is_classification_dist_on_pixels_resolution_grad_and_errors():
+    from densekd.losses import DIST, DenseDIST
+
+    torch.manual_seed(22)
+    s, t = torch.randn(2, 5, 4, 4), torch.randn(2, 5, 4, 4)
+    flat = lambda x: x.permute(0, 2, 3, 1).reshape(-1, 5)  # noqa: E731  pixels as samples (the release)
+    assert DenseDIST(T=2.0)(s, t).item() == pytest.approx(DIST(T=2.0)(flat(s), flat(t)).item(), rel=1e-6)
+    # student at half resolution: bilinearly resized to the teacher's
+    s_small = torch.randn(2, 5, 2, 2)
+    up = F.interpolate(s_small, size=(4, 4), mode="bilinear", align_corners=False)
+    assert DenseDIST()(s_small, t).item() == pytest.approx(DenseDIST()(up, t).item(), rel=1e-6)
+    # logit standardisation per pixel
+    z = lambda x: (x - x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + 1e-7)  # noqa: E731
+    assert DenseDIST(logit_std=True)(s, t).item() == pytest.approx(DenseDIST()(z(s), z(t)).item(), rel=1e-6)
+    sg, tg = s.clone().requires_grad_(True), t.clone().requires_grad_(True)
+    DenseDIST()(sg, tg).backward()
+    assert sg.grad.abs().sum() > 0 and tg.grad is None
+    assert DenseDIST()([s, s], [t, t]).item() == pytest.approx(2 * DenseDIST()(s, t).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="classes"):
+        DenseDIST()(torch.randn(2, 3, 4, 4), torch.randn(2, 5, 4, 4))
+    with pytest.raises(ValueError, match="intra"):
+        DenseDIST(intra="pixel")
+    assert "DenseDIST" in LOSSES and "Stronger Teacher" in DenseDIST.__doc__
+
+
+# ---------------------------------------------------------------------------------------------- IFVD
+def _ifv_map_loops(f, labels, ignore, num_classes):
+    """Per image: prototype of each class = mean feature of its pixels (+1e-6 in the count); per labelled pixel
+    the cosine with its prototype; None for unlabelled pixels."""
+    B, C, H, W = f.shape
+    out = {}
+    for b in range(B):
+        protos = {}
+        for k in range(num_classes):
+            pts = [(h, w) for h in range(H) for w in range(W) if labels[b][h][w] == k]
+            if pts:
+                protos[k] = [sum(f[b, c, h, w].item() for h, w in pts) / (len(pts) + 1e-6) for c in range(C)]
+        for h in range(H):
+            for w in range(W):
+                k = labels[b][h][w]
+                if k == ignore or not 0 <= k < num_classes:
+                    continue
+                v = [f[b, c, h, w].item() for c in range(C)]
+                p = protos[k]
+                dot = sum(a * q for a, q in zip(v, p))
+                out[(b, h, w)] = dot / (max(math.sqrt(sum(a * a for a in v)), 1e-8)
+                                        * max(math.sqrt(sum(q * q for q in p)), 1e-8))
+    return out
+
+
+def _ifvd_loops(s, t, target, num_classes=4, ignore=255, normalize="all"):
+    B, _, H, W = s.shape
+    Ht, Wt = target.shape[-2:]
+    # nearest resize: source index floor(dst * in / out)
+    labels = [[[int(target[b, (h * Ht) // H, (w * Wt) // W]) for w in range(W)] for h in range(H)] for b in range(B)]
+    ms, mt = _ifv_map_loops(s, labels, ignore, num_classes), _ifv_map_loops(t, labels, ignore, num_classes)
+    total = sum((ms[k] - mt[k]) ** 2 for k in ms)
+    return total / (B * H * W if normalize == "all" else len(ms))
+
+
+def test_ifvd_matches_loops_with_ignore_and_label_downsampling():
+    from densekd.losses import IFVD
+
+    torch.manual_seed(23)
+    s, t = torch.randn(2, 3, 4, 5), torch.randn(2, 6, 4, 5)  # widths differ: no connector needed
+    target = torch.randint(0, 4, (2, 8, 10))  # labels at twice the feature resolution
+    target[0, :4, :4] = 255
+    target[1, 6, 2] = 255
+    target[1, 0, 0] = 7  # outside num_classes: unlabelled
+    for normalize in ("all", "valid"):
+        got = IFVD(num_classes=4, normalize=normalize)(s, t, target=target).item()
+        assert got == pytest.approx(_ifvd_loops(s, t, target, normalize=normalize), rel=1e-5), normalize
+    # the reference's nn.MSELoss over all pixels == 'all'; 'valid' is larger by B*H*W / n_valid
+    built = LOSSES.build(dict(type="IFVD"), s_shapes=[s.shape], t_shapes=[t.shape], num_classes=4)
+    assert built.num_classes == 4
+    assert built(s, t, target=target).item() == pytest.approx(_ifvd_loops(s, t, target), rel=1e-5)
+
+
+def test_ifvd_reference_form_with_per_pixel_prototype_maps():
+    """The reference builds a prototype map (each pixel replaced by its class centre, unlabelled pixels keep
+    their feature) and takes nn.MSELoss of the two cosine maps over ALL pixels: same value as normalize='all'."""
+    from densekd.losses import IFVD
+
+    torch.manual_seed(24)
+    s, t = torch.randn(2, 4, 3, 3), torch.randn(2, 5, 3, 3)
+    labels = torch.randint(0, 3, (2, 3, 3))
+    labels[0, 1, 1] = 255
+
+    def reference_map(f):
+        center = f.clone()
+        for k in range(3):
+            m = (labels[:, None] == k).float().expand_as(f)
+            mean = (m * f).sum((-1, -2)) / (m.sum((-1, -2)) + 1e-6)
+            center = (1 - m) * center + m * mean[..., None, None]
+        return F.cosine_similarity(f, center, dim=1)
+
+    want = F.mse_loss(reference_map(s), reference_map(t))
+    assert IFVD(num_classes=3)(s, t, target=labels).item() == pytest.approx(want.item(), rel=1e-5)
+
+
+def test_ifvd_gradients_and_errors():
+    from densekd.losses import IFVD
+
+    torch.manual_seed(25)
+    s = torch.randn(2, 3, 4, 4, requires_grad=True)
+    t = torch.randn(2, 5, 4, 4, requires_grad=True)
+    target = torch.randint(0, 3, (2, 4, 4))
+    target[:, 0, 0] = 255
+    IFVD()(s, t, target=target).backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0 and t.grad is None
+    assert torch.all(s.grad[:, :, 0, 0] == 0)  # unlabelled pixels teach nothing
+    with pytest.raises(ValueError, match="labels"):
+        IFVD()(s, t)
+    with pytest.raises(ValueError, match="spatial size"):
+        IFVD()(s, torch.randn(2, 5, 2, 2), target=target)
+    with pytest.raises(ValueError, match="normalize"):
+        IFVD(normalize="sum")
+    assert "IFVD" in LOSSES and "Intra-class Feature Variation" in IFVD.__doc__
+
+
+# ---------------------------------------------------------------------------------------------- reference normalisations
+def test_cwd_divides_by_the_students_channels_as_cirkd():
+    """CIRKD's CriterionCWD reads n, c from the student map before its 1x1 connector: loss = sum / (B * Cs)."""
+    torch.manual_seed(26)
+    cs, ct = 3, 6
+    s, t = torch.randn(2, cs, 4, 4), torch.randn(2, ct, 4, 4)
+    cirkd = LOSSES.build(dict(type="CWD", T=4.0), s_shapes=[s.shape], t_shapes=[t.shape])
+    paper = LOSSES.build(dict(type="CWD", T=4.0, channel_norm="teacher"), s_shapes=[s.shape], t_shapes=[t.shape])
+    paper.load_state_dict(cirkd.state_dict())
+    assert cirkd.channel_norm == "student"
+    with torch.no_grad():
+        mapped = cirkd.connectors[0](s)
+    kl_sum = _cwd_loops(mapped, t, 4.0) * (2 * ct)  # the loops divide by B * Ct: undo it
+    assert cirkd(s, t).item() == pytest.approx(kl_sum / (2 * cs), rel=1e-5)
+    assert paper(s, t).item() == pytest.approx(kl_sum / (2 * ct), rel=1e-5)
+    assert cirkd(s, t).item() / paper(s, t).item() == pytest.approx(ct / cs, rel=1e-6)
+    # equal widths: the two agree
+    u = torch.randn(2, ct, 4, 4)
+    assert CWD()(u, t).item() == pytest.approx(CWD(channel_norm="teacher")(u, t).item(), rel=1e-7)
+    with pytest.raises(ValueError, match="channel_norm"):
+        CWD(channel_norm="mean")
+
+
+def test_pairwise_cirkd_setting_differentiates_through_the_norm_as_f_normalize():
+    """CIRKD's CriterionStructuralKD: 2x2 max pooling, F.normalize (norm not detached), mean over B*N^2."""
+    torch.manual_seed(27)
+    s0, t = torch.randn(2, 4, 8, 8), torch.randn(2, 6, 8, 8)
+
+    def cirkd(s):
+        def sim(f):
+            f = F.normalize(F.max_pool2d(f, 2, 2).flatten(2), p=2, dim=1)
+            return torch.bmm(f.transpose(1, 2), f)
+        return ((sim(s) - sim(t)) ** 2).mean()
+
+    ref = s0.clone().requires_grad_(True)
+    want = cirkd(ref)
+    want.backward()
+    for detach_norm, same in ((False, True), (True, False)):
+        sg = s0.clone().requires_grad_(True)
+        got = PairWiseKD(grid=(4, 4), detach_norm=detach_norm)(sg, t)
+        got.backward()
+        assert got.item() == pytest.approx(want.item(), rel=1e-5)  # the value does not depend on the detach
+        assert torch.allclose(sg.grad, ref.grad, rtol=1e-4, atol=1e-7) == same, detach_norm
+    # and the CIRKD config sets it
+    from densekd.config import load_config
+    skd = load_config(REPO / "configs/cityscapes/cirkd/deeplabv3_r18_skd.py")["distill"]
+    assert next(t for t in skd if t["type"] == "PairWiseKD")["detach_norm"] is False

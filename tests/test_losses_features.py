@@ -484,3 +484,112 @@ def test_vid_channel_error():
     loss_mod = VID(s_shapes=[torch.Size([2, 3, 4, 4])], t_shapes=[torch.Size([2, 5, 4, 4])])
     with pytest.raises(ValueError, match="channels"):
         loss_mod(torch.randn(2, 4, 4, 4), torch.randn(2, 5, 4, 4))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# KDSVD
+# ----------------------------------------------------------------------------------------------------------
+def np_top_right_vectors(f, n):
+    """numpy: per image, the top-n right singular vectors (columns, C-dim) and values of f viewed as HW x C,
+    each vector's sign fixed so that its largest-magnitude entry is positive."""
+    out_v, out_s = [], []
+    for b in range(f.shape[0]):
+        x = f[b].reshape(f.shape[1], -1).T  # HW x C
+        _, sv, vt = np.linalg.svd(x, full_matrices=False)
+        v = vt.T[:, :n].copy()
+        for j in range(v.shape[1]):
+            if v[np.argmax(np.abs(v[:, j])), j] < 0:
+                v[:, j] = -v[:, j]
+        out_v.append(v)
+        out_s.append(sv[:n])
+    return out_v, out_s
+
+
+def np_kdsvd(s_list, t_list, k=1, extra=3):
+    total, prev = 0.0, None
+    B = s_list[0].shape[0]
+    for s, t in zip(s_list, t_list):
+        vt, st = np_top_right_vectors(t, k)
+        vs, _ = np_top_right_vectors(s, k + extra)
+        cur = []
+        for b in range(B):
+            scale = st[b] / math.sqrt(sum(x * x for x in st[b]))
+            aligned = np.zeros_like(vt[b])
+            for j in range(k):  # the student vector of largest |cos| with teacher vector j, with the cosine's sign
+                cos = [float(vs[b][:, i] @ vt[b][:, j]) for i in range(vs[b].shape[1])]
+                i = int(np.argmax(np.abs(cos)))
+                aligned[:, j] = np.sign(cos[i]) * vs[b][:, i]
+            cur.append((aligned * scale, vt[b] * scale))
+        if prev is not None:
+            for b in range(B):
+                (a_s, a_t), (p_s, p_t) = cur[b], prev[b]
+                for i in range(a_s.shape[0]):
+                    for j in range(p_s.shape[0]):
+                        for m in range(k):
+                            g_s = math.exp(-(a_s[i, m] - p_s[j, m]) ** 2 / 8)
+                            g_t = math.exp(-(a_t[i, m] - p_t[j, m]) ** 2 / 8)
+                            total += (g_s - g_t) ** 2
+        prev = cur
+    return total / B
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_kdsvd_matches_numpy_svd_and_loops(k):
+    from densekd.losses import KDSVD
+
+    s = [rand(3, 4, 6, 6, seed=1), rand(3, 8, 3, 3, seed=2), rand(3, 8, 3, 2, seed=3)]  # non-square last map
+    t = [rand(3, 4, 6, 6, seed=4), rand(3, 8, 3, 3, seed=5), rand(3, 8, 3, 2, seed=6)]
+    got = KDSVD(k=k)(s, t)
+    want = np_kdsvd([np_(x) for x in s], [np_(x) for x in t], k=k)
+    assert got.item() == pytest.approx(want, rel=1e-6)
+
+
+def test_kdsvd_value_does_not_depend_on_the_svd_signs():
+    """Flipping the sign of a whole feature map flips every singular vector; the fixed teacher convention and
+    the alignment make the loss invariant (the reference's value would change with the SVD routine's signs)."""
+    from densekd.losses import KDSVD
+
+    s = [rand(2, 4, 4, 4, seed=7), rand(2, 6, 2, 2, seed=8)]
+    t = [rand(2, 4, 4, 4, seed=9), rand(2, 6, 2, 2, seed=10)]
+    base = KDSVD()(s, t).item()
+    assert KDSVD()([-s[0], s[1]], [t[0], -t[1]]).item() == pytest.approx(base, rel=1e-9)
+    assert base > 0
+
+
+def test_kdsvd_gradients_reach_student_not_teacher_and_stay_finite():
+    from densekd.losses import KDSVD
+
+    s = [rand(2, 4, 4, 4, seed=11, requires_grad=True), rand(2, 6, 2, 2, seed=12, requires_grad=True)]
+    t = [rand(2, 4, 4, 4, seed=13, requires_grad=True), rand(2, 6, 2, 2, seed=14, requires_grad=True)]
+    KDSVD()(s, t).backward()
+    assert all(x.grad is not None and x.grad.abs().sum() > 0 for x in s)
+    assert all(x.grad is None for x in t)
+    # an all-zero student map has repeated (zero) singular values: SVD's backward is infinite there; the loss
+    # zeroes those gradient entries instead of handing NaN to the network...
+    z = [torch.zeros(2, 4, 4, 4, dtype=torch.float64, requires_grad=True), s[1].detach().clone().requires_grad_(True)]
+    KDSVD()(z, [t[0].detach(), t[1].detach()]).backward()
+    assert all(torch.isfinite(x.grad).all() for x in z)
+    # ...and only on its own path: another term's NaN gradient on the same tensor is not hidden
+    shared = rand(2, 4, 4, 4, seed=15, requires_grad=True)
+    other = rand(2, 6, 2, 2, seed=16, requires_grad=True)
+    loss = KDSVD()([shared, other], [t[0].detach(), t[1].detach()]) + (shared * float("nan")).sum()
+    loss.backward()
+    assert torch.isnan(shared.grad).any()
+
+
+def test_kdsvd_errors_and_registration():
+    from densekd.losses import KDSVD
+
+    with pytest.raises(ValueError, match="at least 2"):
+        KDSVD()(rand(2, 4, 4, 4), rand(2, 4, 4, 4))
+    with pytest.raises(ValueError, match="connector='conv'"):
+        KDSVD()([rand(2, 4, 4, 4), rand(2, 8, 2, 2)], [rand(2, 8, 4, 4), rand(2, 8, 2, 2)])
+    with pytest.raises(ValueError, match="k must"):
+        KDSVD(k=0)
+    from densekd.losses import features
+
+    assert LOSSES.get("KDSVD") is KDSVD is losses_pkg.KDSVD and "KDSVD" in features.__all__
+    assert "Singular Value Decomposition" in KDSVD.__doc__ and "2018" in KDSVD.__doc__
+    built = LOSSES.build(dict(type="KDSVD"), s_shapes=[torch.Size([2, 4, 4, 4])] * 2,
+                         t_shapes=[torch.Size([2, 4, 4, 4])] * 2, num_classes=10, num_data=50)
+    assert built.k == 1 and not list(built.parameters())

@@ -163,17 +163,25 @@ def test_dkd_decomposes_kd(logits):
     assert DKD(alpha=1, beta=1, T=T)(s, t, target=y).item() == pytest.approx((tckd + nckd).mean(), rel=1e-8)
 
 
-def test_dkd_warmup(logits):
+def test_dkd_warmup_counts_epochs_from_one_as_mdistiller(logits):
+    """mdistiller: loss *= min(epoch / warmup, 1) with epoch = 1, 2, ... constant over each epoch. densekd's
+    trainer passes the fractional epoch from 0, so the first step (epoch 0.0) must get 1 / warmup."""
     s, t, y = logits
     d = DKD()
     full = d(s, t, target=y).item()
-    assert d(s, t, target=y, epoch=5.0).item() == pytest.approx(full * 5.0 / 20.0, rel=1e-10)
-    assert d(s, t, target=y, epoch=0.5).item() == pytest.approx(full * 0.5 / 20.0, rel=1e-10)
-    assert d(s, t, target=y, epoch=20.0).item() == pytest.approx(full, rel=1e-10)
-    assert d(s, t, target=y, epoch=57.3).item() == pytest.approx(full, rel=1e-10)
+
+    def mdistiller_factor(fractional_epoch, warmup=20):
+        epoch_1_based = int(fractional_epoch) + 1  # the epoch mdistiller's loop is in
+        return min(epoch_1_based / warmup, 1.0)
+
+    assert d.warmup_factor(0.0) == 1 / 20  # the very first training step
+    for e in (0.0, 0.5, 0.999, 1.0, 5.0, 18.5, 19.0, 20.0, 57.3):
+        assert d(s, t, target=y, epoch=e).item() == pytest.approx(full * mdistiller_factor(e), rel=1e-10), e
+    assert d(s, t, target=y, epoch=0.5).item() == pytest.approx(full / 20.0, rel=1e-10)
+    assert d(s, t, target=y, epoch=19.0).item() == pytest.approx(full, rel=1e-10)  # 20th epoch: factor 1
     assert DKD(warmup=0)(s, t, target=y, epoch=0.0).item() == pytest.approx(full, rel=1e-10)
     # unrelated extras are ignored
-    assert d(s, t, target=y, epoch=10.0, image=torch.zeros(1), index=torch.arange(5)).item() == \
+    assert d(s, t, target=y, epoch=9.0, image=torch.zeros(1), index=torch.arange(5)).item() == \
         pytest.approx(full / 2, rel=1e-10)
 
 
@@ -271,3 +279,135 @@ def test_cskd_matches_the_written_out_formula_and_only_the_anchor_logits_get_gra
     assert "CSKD" in LOSSES and "Yun" in CSKD.__doc__ and CSKD.teacher_free
     with pytest.raises(ValueError, match="ClassPairDataset"):
         CSKD()(s, None)
+
+
+# --------------------------------------------------------------------------- logit standardisation (Sun et al. 2024)
+def np_zscore(row, eps=1e-7):
+    """(z - mean) / (unbiased std + eps), written out."""
+    row = [float(v) for v in row]
+    c = len(row)
+    mean = sum(row) / c
+    std = math.sqrt(sum((v - mean) ** 2 for v in row) / (c - 1))
+    return np.array([(v - mean) / (std + eps) for v in row])
+
+
+def test_standardize_logits_is_the_written_out_zscore(logits):
+    from densekd.losses._utils import standardize_logits
+
+    s, _, _ = logits
+    got = standardize_logits(s)
+    for i in range(s.shape[0]):
+        np.testing.assert_allclose(got[i].numpy(), np_zscore(s[i].numpy()), rtol=1e-12, atol=1e-12)
+    # dense logits: one z-score per pixel over the channels
+    x = torch.randn(2, 5, 3, 4, dtype=torch.float64)
+    gd = standardize_logits(x)
+    for b in range(2):
+        for h in range(3):
+            for w in range(4):
+                np.testing.assert_allclose(gd[b, :, h, w].numpy(), np_zscore(x[b, :, h, w].numpy()), rtol=1e-12)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        standardize_logits(torch.randn(3, 1))
+
+
+@pytest.mark.parametrize("T", [2.0, 4.0])
+def test_kd_logit_std_matches_formula_and_ignores_logit_scale(logits, T):
+    s, t, _ = logits
+    zs = torch.tensor(np.stack([np_zscore(r) for r in s.numpy()]))
+    zt = torch.tensor(np.stack([np_zscore(r) for r in t.numpy()]))
+    loss = KD(T=T, logit_std=True)
+    assert loss(s, t).item() == pytest.approx(np_kd(zs, zt, T), rel=1e-9)
+    # the point of the method: scaling / shifting either network's logits changes nothing
+    assert loss(3.0 * s + 1.5, 0.5 * t - 2.0).item() == pytest.approx(loss(s, t).item(), rel=1e-6)
+    assert KD(T=T)(3.0 * s, t).item() != pytest.approx(KD(T=T)(s, t).item(), rel=1e-3)
+    assert KD().logit_std is False
+
+
+def test_dkd_logit_std_matches_formula(logits):
+    s, t, y = logits
+    zs = torch.tensor(np.stack([np_zscore(r) for r in s.numpy()]))
+    zt = torch.tensor(np.stack([np_zscore(r) for r in t.numpy()]))
+    tckd, nckd, _ = np_dkd_parts(zs, zt, y, 2.0)
+    got = DKD(alpha=9.0, beta=72.0, T=2.0, logit_std=True)(s, t, target=y)
+    assert got.item() == pytest.approx(9.0 * tckd.mean() + 72.0 * nckd.mean(), rel=1e-8)
+
+
+@pytest.mark.parametrize("cls,kw", [(KD, {}), (DKD, {}), ("DIST", {})])
+def test_logit_std_gradients_reach_student_only(logits, cls, kw):
+    from densekd.losses import DIST
+
+    cls = DIST if cls == "DIST" else cls
+    s, t, y = logits
+    s = s.clone().requires_grad_(True)
+    t = t.clone().requires_grad_(True)
+    cls(logit_std=True, **kw)(s, t, target=y, epoch=3.0).backward()
+    assert s.grad is not None and torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
+    assert t.grad is None
+
+
+# --------------------------------------------------------------------------- DIST
+def np_pearson(u, v, eps=1e-8):
+    mu, mv = sum(u) / len(u), sum(v) / len(v)
+    du, dv = [a - mu for a in u], [b - mv for b in v]
+    num = sum(a * b for a, b in zip(du, dv))
+    return num / (math.sqrt(sum(a * a for a in du)) * math.sqrt(sum(b * b for b in dv)) + eps)
+
+
+def np_dist(s, t, T, beta, gamma):
+    s, t = s.numpy(), t.numpy()
+    b, c = s.shape
+    ps = [list(np_softmax(s[i] / T)) for i in range(b)]
+    pt = [list(np_softmax(t[i] / T)) for i in range(b)]
+    inter = 1 - sum(np_pearson(ps[i], pt[i]) for i in range(b)) / b
+    intra = 1 - sum(np_pearson([ps[i][k] for i in range(b)], [pt[i][k] for i in range(b)]) for k in range(c)) / c
+    return T * T * (beta * inter + gamma * intra)
+
+
+@pytest.mark.parametrize("T,beta,gamma", [(1.0, 1.0, 1.0), (4.0, 2.0, 2.0), (2.0, 0.5, 3.0)])
+def test_dist_matches_written_out_pearson(logits, T, beta, gamma):
+    from densekd.losses import DIST
+
+    s, t, _ = logits
+    got = DIST(beta=beta, gamma=gamma, T=T)(s, t)
+    assert got.shape == ()
+    assert got.item() == pytest.approx(np_dist(s, t, T, beta, gamma), rel=1e-9)
+    # inter and intra separately
+    only_inter = DIST(beta=1, gamma=0, T=T)(s, t).item()
+    only_intra = DIST(beta=0, gamma=1, T=T)(s, t).item()
+    assert beta * only_inter + gamma * only_intra == pytest.approx(got.item(), rel=1e-9)
+    # logit standardisation option: DIST on the z-scored logits
+    zs = torch.tensor(np.stack([np_zscore(r) for r in s.numpy()]))
+    zt = torch.tensor(np.stack([np_zscore(r) for r in t.numpy()]))
+    assert DIST(beta=beta, gamma=gamma, T=T, logit_std=True)(s, t).item() == \
+        pytest.approx(np_dist(zs, zt, T, beta, gamma), rel=1e-9)
+
+
+def test_dist_properties_defaults_and_errors(logits):
+    from densekd.losses import DIST
+
+    s, t, _ = logits
+    d = DIST()
+    assert (d.beta, d.gamma, d.T) == (1.0, 1.0, 1.0)
+    assert d(s, s.clone()).item() == pytest.approx(0.0, abs=1e-6)  # identical predictions (eps in the norms)
+    # Pearson is invariant to affine maps of the probabilities, KL is not: a student whose probabilities mix the
+    # teacher's with the uniform distribution has (almost) zero DIST loss but a clear KD loss
+    p_t = torch.softmax(t, dim=1)
+    s_mixed = torch.log(0.5 * p_t + 0.5 / t.shape[1])
+    assert d(s_mixed, t).item() == pytest.approx(0.0, abs=1e-5)
+    assert KD(T=1)(s_mixed, t).item() > 0.1
+    assert "DIST" in LOSSES and "Stronger Teacher" in DIST.__doc__ and "Shapes" in DIST.__doc__
+    with pytest.raises(ValueError, match="DenseDIST"):
+        d(torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="at least 2 samples"):
+        d(s[:1], t[:1])
+    with pytest.raises(ValueError, match="T must be > 0"):
+        DIST(T=0)
+
+
+def test_dist_gradients_reach_student_only(logits):
+    from densekd.losses import DIST
+
+    s, t, _ = logits
+    s = s.clone().requires_grad_(True)
+    t = t.clone().requires_grad_(True)
+    DIST(beta=2, gamma=2, T=4)(s, t).backward()
+    assert s.grad is not None and s.grad.abs().sum() > 0 and t.grad is None

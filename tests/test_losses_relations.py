@@ -349,3 +349,28 @@ def test_irg_bad_inputs(irg_taps):
         IRG(connector="linear")
     with pytest.raises(ValueError, match="student taps"):
         IRG()(s, t[:3])
+
+
+def test_irg_with_w_vertex_zero_takes_the_authors_64_to_32_channel_pairing():
+    """IRG.prototxt: no vertex term, a 64-channel teacher stage and a 32-channel student stage. With
+    w_vertex=0 the vertex widths are not checked (the term is off), so the pairing builds and runs."""
+    s = [feats(4, 32, 4, 4, seed=40), feats(4, 32, 4, 4, seed=41)]
+    t = [feats(4, 64, 4, 4, seed=42), feats(4, 64, 4, 4, seed=43)]
+    sh = dict(s_shapes=[x.shape for x in s], t_shapes=[x.shape for x in t])
+    loss = LOSSES.build(dict(type="IRG", w_vertex=0.0, edge_layers="all"), **sh)
+    assert not list(loss.parameters())  # no connector was needed
+    expected = np_irg(s, t, 0.0, 0.005, 0.005, [], [0, 1], [])
+    assert loss(s, t).item() == pytest.approx(expected, rel=1e-10)
+    # IRG_Transformation.prototxt: only the transformation term
+    loss_t = IRG(w_vertex=0.0, w_edge=0.0, transform_pairs="consecutive", **sh)
+    assert loss_t(s, t).item() == pytest.approx(np_irg(s, t, 0, 0, 0.005, [], [], [(0, 1)]), rel=1e-10)
+    # without shapes at construction (checked at the first call) too
+    assert IRG(w_vertex=0.0)(s, t).item() == pytest.approx(np_irg(s, t, 0, 0.005, 0.005, [], [1], []), rel=1e-10)
+    # gradients reach the student only
+    sg = [x.clone().requires_grad_(True) for x in s]
+    tg = [x.clone().requires_grad_(True) for x in t]
+    loss(sg, tg).backward()
+    assert all(x.grad is not None and x.grad.abs().sum() > 0 for x in sg) and all(x.grad is None for x in tg)
+    # a vertex term that is on still needs equal widths (or connector='linear')
+    with pytest.raises(ValueError, match="connector='linear'"):
+        IRG(w_vertex=0.005, **sh)

@@ -38,6 +38,8 @@ def test_the_expected_configs_exist():
                      "configs/cityscapes/pspnet_r18_cwd.py", "configs/cityscapes/cirkd/deeplabv3_r101_teacher.py",
                      "configs/cityscapes/cirkd/deeplabv3_r18_baseline.py",
                      "configs/cityscapes/cirkd/deeplabv3_r18_skd.py", "configs/cityscapes/cirkd/deeplabv3_r18_cwd.py",
+                     "configs/cityscapes/cirkd/deeplabv3_r18_dist.py", "configs/cityscapes/cirkd/deeplabv3_r18_ifvd.py",
+                     "configs/cityscapes/cirkd/pspnet_r18_baseline.py", "configs/cityscapes/cirkd/pspnet_r18_dist.py",
                      "configs/cityscapes/demo/teacher.py", "configs/cityscapes/demo/student_baseline.py",
                      "configs/cityscapes/demo/student_skd.py"]:
         assert expected in names
@@ -123,22 +125,37 @@ def terms_of(cfg):
 
 
 def test_cirkd_setting():
-    for name in ["deeplabv3_r101_teacher", "deeplabv3_r18_baseline", "deeplabv3_r18_skd", "deeplabv3_r18_cwd"]:
+    for name in ["deeplabv3_r101_teacher", "deeplabv3_r18_baseline", "deeplabv3_r18_skd", "deeplabv3_r18_cwd",
+                 "deeplabv3_r18_ifvd", "deeplabv3_r18_dist", "pspnet_r18_baseline", "pspnet_r18_dist"]:
         cfg = load(f"cityscapes/cirkd/{name}.py")
         assert tuple(cfg["data"]["train"]["crop_size"]) == (512, 1024), name
         assert cfg["data"]["batch_size"] == 16 and cfg["optimizer"]["lr"] == 0.02, name
-        assert cfg["optimizer"]["weight_decay"] == 1e-4 and cfg["train"]["iters"] == 40000, name
-        assert cfg["model"]["arch"] == "DeepLabV3", name
+        # DIST's release keeps its train_kd.py default weight decay 5e-4; CIRKD's scripts use 1e-4
+        assert cfg["optimizer"]["weight_decay"] == (5e-4 if "dist" in name else 1e-4), name
+        assert cfg["train"]["iters"] == 40000, name
+        assert cfg["model"]["arch"] == ("PSPNet" if "pspnet" in name else "DeepLabV3"), name
         assert cfg["model"]["encoder"] == ("resnet101" if "r101" in name else "resnet18"), name
+        if "dist" in name or "ifvd" in name:
+            assert cfg["teacher"]["model"]["arch"] == "DeepLabV3" and cfg["teacher"]["model"]["encoder"] == "resnet101"
     skd = terms_of(load("cityscapes/cirkd/deeplabv3_r18_skd.py"))
+    assert skd["PairWiseKD"]["detach_norm"] is False  # CIRKD's F.normalize differentiates through the norm
     assert skd["PixelWiseKD"]["weight"] == 1.0 and skd["PairWiseKD"]["weight"] == 10.0
     assert tuple(skd["PairWiseKD"]["grid"]) == (512 // 8 // 2, 1024 // 8 // 2)  # 2x2 windows on 1/8 maps
     cwd = load("cityscapes/cirkd/deeplabv3_r18_cwd.py")["distill"]
     assert [(t["type"], t.get("T"), t["weight"]) for t in cwd] == [
         ("PixelWiseKD", 1.0, 1.0), ("CWD", 4.0, 50.0), ("CWD", 4.0, 3.0)]
+    ifvd = load("cityscapes/cirkd/deeplabv3_r18_ifvd.py")["distill"]
+    assert [(t["type"], t["student"], t["weight"]) for t in ifvd] == [
+        ("PixelWiseKD", "segmentation_head.0", 1.0), ("IFVD", "decoder", 20.0)]
+    for name in ("deeplabv3_r18_dist", "pspnet_r18_dist"):
+        (dist,) = load(f"cityscapes/cirkd/{name}.py")["distill"]
+        assert (dist["type"], dist["student"], dist["beta"], dist["gamma"], dist["T"], dist["weight"]) == (
+            "DenseDIST", "segmentation_head.0", 1.0, 1.0, 1.0, 1.0)
 
 
 @pytest.mark.parametrize("name", ["cityscapes/cirkd/deeplabv3_r18_skd.py", "cityscapes/cirkd/deeplabv3_r18_cwd.py",
+                                  "cityscapes/cirkd/deeplabv3_r18_ifvd.py", "cityscapes/cirkd/deeplabv3_r18_dist.py",
+                                  "cityscapes/cirkd/pspnet_r18_dist.py",
                                   "cityscapes/pspnet_r18_cwd.py", "cityscapes/demo/student_skd.py"])
 def test_distiller_builds_for_the_other_kd_configs(name):
     """Every tap of these configs exists and every term sizes itself on real feature shapes."""
@@ -178,6 +195,22 @@ def test_seg_pspnet_kd_smoke_run_through_tools_train(tmp_path):
     ckpt = torch.load(wd / "checkpoints" / "last.pth", weights_only=False)
     assert any("HolisticKD.discriminator." in k for k in ckpt["strategy"]["distill"])
     assert ckpt["strategy"]["d_optimizers"]["HolisticKD"]  # the critic's optimiser state is checkpointed
+
+
+@pytest.mark.parametrize("name,terms", [("deeplabv3_r18_ifvd", ["PixelWiseKD", "IFVD"]),
+                                        ("deeplabv3_r18_dist", ["DenseDIST"])])
+def test_cirkd_ifvd_and_dist_smoke_runs_through_tools_train(tmp_path, name, terms):
+    wd = tmp_path / "wd"
+    proc = subprocess.run(TRAIN + [str(CONFIGS / "cityscapes/cirkd" / f"{name}.py"), "--synthetic", "--max-iters", "2",
+                                   "--device", "cpu", "--work-dir", str(wd), "--cfg-options", *SMALL],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((wd / "summary.json").read_text())
+    assert summary["iters"] == 2 and summary["distill"] == terms
+    logs = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+    step = [x for x in logs if f"loss/{terms[-1]}" in x][-1]
+    for term in terms:
+        assert math.isfinite(step[f"loss/{term}"]) and step[f"loss/{term}"] > 0, term
 
 
 def test_missing_teacher_checkpoint_names_the_command_that_trains_it(tmp_path):

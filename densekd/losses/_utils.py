@@ -145,3 +145,18 @@ def check_channels(name: str, i: int, got: torch.Tensor, built: int, who: str) -
 def parameters_of(modules) -> list[nn.Parameter]:
     """Every parameter of ``modules``, in order."""
     return [p for m in modules for p in m.parameters()]
+
+
+def standardize_logits(z: torch.Tensor, dim: int = 1, eps: float = 1e-7) -> torch.Tensor:
+    """Z-score of logits along the class dimension ``dim`` (Sun et al., CVPR 2024, "Logit Standardization in
+    Knowledge Distillation"): ``(z - mean(z)) / (std(z) + eps)`` with the unbiased (``C - 1``) standard
+    deviation and ``eps`` added to it, as the authors' release (``normalize`` in their mdistiller fork:
+    ``logit.std()`` is PyTorch's unbiased default, ``1e-7 + stdv``). ``dim=1`` serves both ``B x C`` logits
+    and dense ``B x C x H x W`` logits (one z-score per pixel, over the channels). Computed in the input's
+    dtype; the losses that use it cast to fp32 first where they compute in fp32."""
+    if z.shape[dim] < 2:
+        raise ValueError(f"logit standardisation needs at least 2 classes along dim {dim}; got shape "
+                         f"{tuple(z.shape)}")
+    mean = z.mean(dim=dim, keepdim=True)
+    std = z.std(dim=dim, keepdim=True)
+    return (z - mean) / (std + eps)

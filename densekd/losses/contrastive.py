@@ -58,8 +58,9 @@ class CRD(nn.Module):
 
     ``objective='nce'`` (the paper's Eq. 18, RepDistiller's ``ContrastLoss``): with ``P = exp(s) / Z``,
     ``K = nce_k``, ``N = num_data`` and the noise term ``c = K / N``, each direction gives
-    ``-(1/B) * sum_b [log(P_b0 / (P_b0 + c)) + sum_{i>=1} log(c / (P_bi + c))]`` and the loss is the sum
-    of the two directions. The normalisation constants ``Z`` (one per direction, buffers ``z_s`` for the
+    ``-(1/B) * sum_b [log(P_b0 / (P_b0 + c + eps)) + sum_{i>=1} log(c / (P_bi + c + eps))]`` with
+    ``eps = 1e-7`` inside each log exactly as the reference (``ContrastLoss``: ``P.add(m * Pn + eps)``), and
+    the loss is the sum of the two directions. The normalisation constants ``Z`` (one per direction, buffers ``z_s`` for the
     student-anchor direction and ``z_t`` for the teacher-anchor direction, ``-1`` while unset) are
     estimated once, on the first training batch, as ``N * mean(exp(s))`` over all ``B x (K+1)`` scores,
     exactly as the reference does, then kept fixed (they are buffers, so a resumed run is exact).
@@ -82,15 +83,18 @@ class CRD(nn.Module):
     The teacher feature is detached (as in the reference): gradients reach the student feature and both
     embedding heads, never the teacher network.
 
-    Departures from the reference: the NCE logs are computed as ``-softplus(...)`` in log space (the
-    reference adds ``eps = 1e-7`` inside the logs; the two agree to ~1e-6 relative); the whole loss,
-    embedding heads included, runs in fp32 with autocast disabled; the memory is not updated in eval mode.
+    Departures from the reference: the NCE logs are evaluated in log space, ``log P - logaddexp(log P,
+    log(c + eps))`` and ``log c - logaddexp(log P, log(c + eps))`` -- the same values as the reference's
+    ``log(P / (P + c + eps))`` and ``log(c / (P + c + eps))``, but finite when ``exp(s)`` would overflow; the
+    whole loss, embedding heads included, runs in fp32 with autocast disabled; the memory is not updated in
+    eval mode.
 
     Args:
         s_shapes, t_shapes: observed shapes (with batch dim) of the one student / teacher tap.
         num_data: number of training samples (rows of the banks; the distiller passes the train-set size).
         feat_dim: embedding size. nce_k: negatives per positive. nce_t: temperature.
         nce_m: momentum of the memory update. objective: ``'nce'`` (default, the reference) or ``'infonce'``.
+        eps: added inside the NCE logs (``1e-7``, the reference's value; ``0`` gives the exact NCE).
 
     Forward:
         ``forward(student, teacher, index=..., contrast_idx=..., **extra)``: ``student`` ``B x ...``,
@@ -105,7 +109,7 @@ class CRD(nn.Module):
 
     def __init__(self, s_shapes: Sequence[torch.Size] | None = None, t_shapes: Sequence[torch.Size] | None = None,
                  num_data: int | None = None, feat_dim: int = 128, nce_k: int = 16384, nce_t: float = 0.07,
-                 nce_m: float = 0.5, objective: str = "nce"):
+                 nce_m: float = 0.5, objective: str = "nce", eps: float = 1e-7):
         super().__init__()
         if s_shapes is None or t_shapes is None:
             raise ValueError("CRD needs s_shapes and t_shapes (the observed shapes of the tapped student/teacher "
@@ -142,6 +146,7 @@ class CRD(nn.Module):
         self.nce_t = float(nce_t)
         self.nce_m = float(nce_m)
         self.objective = objective
+        self.eps = float(eps)
 
         self.embed_s = LinearEmbed(self.s_dim, self.feat_dim)
         self.embed_t = LinearEmbed(self.t_dim, self.feat_dim)
@@ -224,9 +229,10 @@ class CRD(nn.Module):
     def _nce(self, scores: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """RepDistiller's ``ContrastLoss`` on ``scores`` (``B x (K+1)``, already divided by ``nce_t``)."""
         log_p = scores - torch.log(z)               # log(exp(s) / Z)
-        log_c = math.log(self.nce_k / self.num_data)  # noise term K * Pn, Pn = 1 / N
-        log_d1 = -F.softplus(log_c - log_p[:, 0])   # log(P / (P + c))
-        log_d0 = -F.softplus(log_p[:, 1:] - log_c)  # log(c / (P + c))
+        c = self.nce_k / self.num_data              # noise term K * Pn, Pn = 1 / N
+        log_den = torch.logaddexp(log_p, log_p.new_tensor(math.log(c + self.eps)))  # log(P + c + eps)
+        log_d1 = log_p[:, 0] - log_den[:, 0]        # log(P / (P + c + eps))
+        log_d0 = math.log(c) - log_den[:, 1:]       # log(c / (P + c + eps))
         return -(log_d1.sum() + log_d0.sum()) / scores.shape[0]
 
     @torch.no_grad()

@@ -1,4 +1,5 @@
-"""Distillation losses for dense prediction (segmentation, depth): pixel-wise, pair-wise, channel-wise.
+"""Distillation losses for dense prediction (segmentation, depth): pixel-wise, pair-wise, channel-wise,
+relational (DIST) and intra-class feature variation (IFVD).
 
 * :class:`PixelWiseKD` -- per-pixel KL between class distributions (Liu et al., "Structured Knowledge
   Distillation for Semantic Segmentation", CVPR 2019; TPAMI 2020 "Structured Knowledge Distillation for Dense
@@ -6,6 +7,10 @@
 * :class:`PairWiseKD` -- squared difference of node-affinity (cosine similarity) graphs (same papers).
 * :class:`CWD` -- channel-wise distillation (Shu et al., "Channel-wise Knowledge Distillation for Dense
   Prediction", ICCV 2021).
+* :class:`DenseDIST` -- DIST's inter-/intra-class Pearson relations with pixels as instances (Huang et al.,
+  "Knowledge Distillation from A Stronger Teacher", NeurIPS 2022).
+* :class:`IFVD` -- intra-class feature variation (Wang et al., "Intra-class Feature Variation Distillation for
+  Semantic Segmentation", ECCV 2020).
 
 The adversarial "holistic" term of the structured-KD papers lives in :mod:`densekd.losses.adversarial`.
 All inputs are ``B x C x H x W`` tensors; every loss also accepts a list of tensors (one per tap) and then
@@ -20,10 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from densekd.nn.connectors import build_connector
-from densekd.losses._utils import as_list, check_maps, check_same_length
+from densekd.losses._utils import as_list, check_maps, check_same_length, standardize_logits
+from densekd.losses.logits import dist_relations
 from densekd.registry import LOSSES
 
-__all__ = ["PixelWiseKD", "PairWiseKD", "CWD"]
+__all__ = ["PixelWiseKD", "PairWiseKD", "CWD", "DenseDIST", "IFVD"]
 
 
 # ----------------------------------------------------------------------------------------------- helpers
@@ -34,8 +40,8 @@ def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
-def _label_mask(target: torch.Tensor, size: Sequence[int], batch: int, ignore_index: int, who: str) -> torch.Tensor:
-    """``B x H x W`` boolean mask of valid pixels at resolution ``size`` (nearest-neighbour resized labels)."""
+def _labels_at(target: torch.Tensor, size: Sequence[int], batch: int, who: str) -> torch.Tensor:
+    """The ``B x H x W`` label map at resolution ``size`` (nearest-neighbour resized, long)."""
     if not torch.is_tensor(target):
         raise ValueError(f"{who}: extra['target'] must be a B x H x W label map tensor, got {type(target).__name__}")
     if target.dim() == 4 and target.shape[1] == 1:
@@ -49,8 +55,12 @@ def _label_mask(target: torch.Tensor, size: Sequence[int], batch: int, ignore_in
     if tuple(target.shape[-2:]) != tuple(size):
         # 'nearest' picks source index floor(dst * in / out): labels are never blended.
         target = F.interpolate(target[:, None].float(), size=tuple(size), mode="nearest")[:, 0]
-        return target != float(ignore_index)
-    return target != ignore_index
+    return target.long()
+
+
+def _label_mask(target: torch.Tensor, size: Sequence[int], batch: int, ignore_index: int, who: str) -> torch.Tensor:
+    """``B x H x W`` boolean mask of valid pixels at resolution ``size`` (nearest-neighbour resized labels)."""
+    return _labels_at(target, size, batch, who) != ignore_index
 
 
 # ----------------------------------------------------------------------------------------------- pixel-wise
@@ -65,7 +75,11 @@ class PixelWiseKD(nn.Module):
     label map, optional) marks pixels equal to ``ignore_index`` as ignored; it is nearest-neighbour resized to
     the logits' resolution. Without a target every pixel counts. If no pixel is valid the loss is 0.
 
-    Defaults: ``T=1.0`` (the reference uses no temperature), ``ignore_index=255``.
+    ``logit_std=True`` z-scores each pixel's logits over the classes before the temperature (Sun et al., CVPR
+    2024, :func:`~densekd.losses._utils.standardize_logits`; the paper is about classification, the per-pixel
+    form is our extension), after the student is resized to the teacher's resolution.
+
+    Defaults: ``T=1.0`` (the reference uses no temperature), ``ignore_index=255``, ``logit_std=False``.
 
     Normalisation vs. the reference (irfanICMLL/structure_knowledge_distillation, ``CriterionPixelWise``):
     the reference computes the cross-entropy ``sum_{b,h,w,c} -p_t log p_s`` over ALL pixels (ignore pixels
@@ -77,12 +91,13 @@ class PixelWiseKD(nn.Module):
     (CIRKD's ``CriterionKD`` -- per-pixel ``batchmean`` KL, also over all pixels -- matches weight 10).
     """
 
-    def __init__(self, T: float = 1.0, ignore_index: int = 255):
+    def __init__(self, T: float = 1.0, ignore_index: int = 255, logit_std: bool = False):
         super().__init__()
         if T <= 0:
             raise ValueError(f"PixelWiseKD: temperature T must be > 0, got {T}")
         self.T = float(T)
         self.ignore_index = int(ignore_index)
+        self.logit_std = bool(logit_std)
 
     def _one(self, s: torch.Tensor, t: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
         check_maps(s, t, "PixelWiseKD", "logits")
@@ -90,9 +105,11 @@ class PixelWiseKD(nn.Module):
             raise ValueError(f"PixelWiseKD: student logits {tuple(s.shape)} and teacher logits {tuple(t.shape)} "
                              f"have different class counts; tap the classifier outputs of both networks "
                              f"(same label space)")
-        s = _resize(s, t.shape[-2:])
-        log_ps = F.log_softmax(s.float() / self.T, dim=1)
-        log_pt = F.log_softmax(t.detach().float() / self.T, dim=1)
+        s, t = _resize(s, t.shape[-2:]).float(), t.detach().float()
+        if self.logit_std:
+            s, t = standardize_logits(s), standardize_logits(t)
+        log_ps = F.log_softmax(s / self.T, dim=1)
+        log_pt = F.log_softmax(t / self.T, dim=1)
         kl = (log_pt.exp() * (log_pt - log_ps)).sum(1)  # B x H x W
         if target is None:
             return kl.mean() * self.T ** 2
@@ -177,7 +194,10 @@ class PairWiseKD(nn.Module):
     size, also when student and teacher resolutions differ). Otherwise the reference rule: kernel = stride =
     ``(int(H*scale), int(W*scale))`` computed from the TEACHER's size, ``ceil_mode=True``, no padding
     (``scale=0.5`` -> a 2 x 2 node grid, the reference default ``--pool-scale 0.5``). ``scale=None`` and no
-    grid -> every pixel is a node. CIRKD's variant pools with a fixed 2x2 window: ``grid=(H//2, W//2)``.
+    grid -> every pixel is a node. CIRKD's variant (``CriterionStructuralKD``) pools with a fixed 2x2 max window
+    and normalises with ``F.normalize`` (the norm NOT detached): ``grid=(H//2, W//2), detach_norm=False``, as
+    configs/cityscapes/cirkd/deeplabv3_r18_skd.py sets (its ``F.normalize`` divides by ``max(norm, 1e-12)``
+    instead of ``norm + 1e-8``: the same to ~1e-8 relative for non-zero nodes).
 
     Reference details kept: max pooling (``pool='max'``), features cast to fp32, ``eps=1e-8`` added to the
     norm and the norm DETACHED (``detach_norm=True``: ``similarity()`` divides by ``L2(feat).detach()``; the
@@ -274,9 +294,15 @@ class CWD(nn.Module):
 
     ``loss = T^2 / (B * C) * sum_{b, c} sum_{hw} phi(t)_{b,c,hw} * (log phi(t)_{b,c,hw} - log phi(s)_{b,c,hw})``
 
-    i.e. KL(teacher || student) summed over positions, averaged over channels and images -- the paper's /
-    MMRazor ``ChannelWiseDivergence`` / CIRKD ``CriterionCWD(norm_type='channel', divergence='kl')``
-    normalisation (``sum / (N*C) * T^2``).
+    i.e. KL(teacher || student) summed over positions (and the teacher's ``Ct`` channels), divided by the
+    number of images and by ``C``. Which ``C``: CIRKD's ``CriterionCWD(norm_type='channel', divergence='kl')``
+    reads ``n, c, h, w`` from the student map BEFORE its 1x1 connector, so it divides by the student's
+    channel count ``Cs``; the paper's equation (and MMRazor's ``ChannelWiseDivergence``, which has no
+    connector) divides by the channels of the maps compared, i.e. ``Ct``. ``channel_norm='student'`` (default)
+    reproduces CIRKD (whose weights, e.g. ``--lambda-cwd-fea 50``, configs/cityscapes/cirkd use), and
+    ``channel_norm='teacher'`` the paper's form; the two differ by the factor ``Cs / Ct`` (and agree when the
+    widths are equal). "The student's channels" are those of the tensor this loss receives: behind a
+    term-level ``connector='conv'`` (the distiller's adapter) that is already ``Ct``.
 
     Shapes: student ``B x Cs x Hs x Ws``, teacher ``B x Ct x H x W``. When channels differ, a 1x1
     conv + BN connector (:class:`~densekd.nn.connectors.ConvConnector`, a learnable part of this loss)
@@ -285,15 +311,19 @@ class CWD(nn.Module):
     student map is bilinearly resized to the teacher's. Several taps -> sum of per-tap losses.
 
     Defaults: ``T=4.0`` (CIRKD's setting for segmentation logits / features; MMRazor's Cityscapes logits
-    config uses ``tau=1, loss_weight=5``).
+    config uses ``tau=1, loss_weight=5``), ``channel_norm='student'``.
     """
 
     def __init__(self, T: float = 4.0, s_shapes: Sequence[torch.Size] | None = None,
-                 t_shapes: Sequence[torch.Size] | None = None):
+                 t_shapes: Sequence[torch.Size] | None = None, channel_norm: str = "student"):
         super().__init__()
         if T <= 0:
             raise ValueError(f"CWD: temperature T must be > 0, got {T}")
+        if channel_norm not in ("student", "teacher"):
+            raise ValueError(f"CWD: channel_norm must be 'student' (CIRKD: divide by the student's channels before "
+                             f"the connector) or 'teacher' (the paper's C of the compared maps), got {channel_norm!r}")
         self.T = float(T)
+        self.channel_norm = channel_norm
         self.connectors = nn.ModuleList()
         if s_shapes is not None and t_shapes is not None:
             s_shapes, t_shapes = list(s_shapes), list(t_shapes)
@@ -306,6 +336,7 @@ class CWD(nn.Module):
 
     def _one(self, i: int, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         check_maps(s, t, "CWD")
+        s_channels = s.shape[1]
         if i < len(self.connectors):
             s = self.connectors[i](s)
         if s.shape[1] != t.shape[1]:
@@ -313,7 +344,8 @@ class CWD(nn.Module):
                              f"counts and no connector was built for tap {i}; construct CWD with "
                              f"s_shapes/t_shapes (the distiller passes them) so a 1x1 conv connector is created")
         s = _resize(s, t.shape[-2:])
-        b, c = t.shape[:2]
+        b = t.shape[0]
+        c = s_channels if self.channel_norm == "student" else t.shape[1]
         log_ps = F.log_softmax(s.float().flatten(2) / self.T, dim=2)
         log_pt = F.log_softmax(t.detach().float().flatten(2) / self.T, dim=2)
         return (log_pt.exp() * (log_pt - log_ps)).sum() * (self.T ** 2) / (b * c)
@@ -322,3 +354,177 @@ class CWD(nn.Module):
         s_list, t_list = as_list(student), as_list(teacher)
         check_same_length(s_list, t_list, "CWD")
         return sum(self._one(i, s, t) for i, (s, t) in enumerate(zip(s_list, t_list)))
+
+
+# ----------------------------------------------------------------------------------------------- DIST (dense)
+@LOSSES.register()
+class DenseDIST(nn.Module):
+    """DIST for dense logits (Huang et al., NeurIPS 2022, "Knowledge Distillation from A Stronger Teacher",
+    semantic-segmentation experiments; the authors' segmentation release hunto/DIST_KD, built on CIRKD).
+
+    Every pixel is an instance: the logits ``B x C x H x W`` become ``Y = softmax(z / T)`` per pixel, and with
+    DIST's Pearson relations (:func:`~densekd.losses.logits.dist_relations`)
+
+    - inter-class relation: ``1 - mean over pixels of rho(Y_s[pixel, :], Y_t[pixel, :])`` (over the C classes);
+    - intra-class relation: ``1 - mean over classes of rho(Y_s[:, c], Y_t[:, c])`` over the pixels of the
+      whole batch (``intra='batch'``, the release: it reshapes the logits to ``(B*H*W) x C``), or over the
+      pixels of each image, then averaged over images (``intra='image'``);
+    - ``loss = T^2 * (beta * inter + gamma * intra)``.
+
+    When the resolutions differ the student logits are bilinearly resized to the teacher's (as
+    :class:`PixelWiseKD`). ``ignore_index=None`` (default, as the release) uses every pixel; an integer drops
+    the pixels whose label (``extra['target']``, nearest-resized) equals it. ``logit_std=True`` z-scores each
+    pixel's logits over the classes first (our extension of Sun et al., CVPR 2024). Several taps -> sum.
+
+    Defaults: ``beta=1, gamma=1, T=1`` (the release: ``DIST()`` with no temperature, weight ``--lambda-kd 1``
+    on the main logits, plus ``0.4 * lambda`` on the auxiliary head's logits, which densekd's teachers do not
+    compute in eval mode, so configs/cityscapes/cirkd/*_dist.py leave that term out), ``intra='batch'``,
+    ``ignore_index=None``, ``logit_std=False``. Under DDP ``'batch'`` is each process's share, as the release
+    (2 images per GPU there).
+    """
+
+    def __init__(self, beta: float = 1.0, gamma: float = 1.0, T: float = 1.0, intra: str = "batch",
+                 ignore_index: int | None = None, logit_std: bool = False, eps: float = 1e-8):
+        super().__init__()
+        if T <= 0:
+            raise ValueError(f"DenseDIST: temperature T must be > 0, got {T}")
+        if intra not in ("batch", "image"):
+            raise ValueError(f"DenseDIST: intra must be 'batch' (all pixels of the batch, the release) or 'image' "
+                             f"(the pixels of each image), got {intra!r}")
+        self.beta, self.gamma, self.T = float(beta), float(gamma), float(T)
+        self.intra = intra
+        self.ignore_index = None if ignore_index is None else int(ignore_index)
+        self.logit_std = bool(logit_std)
+        self.eps = float(eps)
+
+    def _one(self, s: torch.Tensor, t: torch.Tensor, target: torch.Tensor | None) -> torch.Tensor:
+        check_maps(s, t, "DenseDIST", "logits")
+        if s.shape[1] != t.shape[1] or s.shape[1] < 2:
+            raise ValueError(f"DenseDIST: student logits {tuple(s.shape)} and teacher logits {tuple(t.shape)} need "
+                             f"the same number (>= 2) of classes; tap the classifier outputs of both networks")
+        s, t = _resize(s, t.shape[-2:]).float(), t.detach().float()
+        if self.logit_std:
+            s, t = standardize_logits(s), standardize_logits(t)
+        b, c = t.shape[:2]
+        p_s = F.softmax(s / self.T, dim=1).permute(0, 2, 3, 1).reshape(b, -1, c)  # B x HW x C
+        p_t = F.softmax(t / self.T, dim=1).permute(0, 2, 3, 1).reshape(b, -1, c)
+        valid = None
+        if self.ignore_index is not None and target is not None:
+            valid = _label_mask(target, t.shape[-2:], b, self.ignore_index, "DenseDIST").reshape(b, -1)
+        if self.intra == "batch":
+            if valid is not None:
+                rows_s, rows_t = p_s[valid], p_t[valid]
+            else:
+                rows_s, rows_t = p_s.reshape(-1, c), p_t.reshape(-1, c)
+            if rows_s.shape[0] < 2:
+                return p_s.sum() * 0.0
+            inter, intra = dist_relations(rows_s, rows_t, self.eps)
+            return self.T ** 2 * (self.beta * inter + self.gamma * intra)
+        # per image: inter over that image's pixels, intra over its pixels; averaged over images (inter weighted
+        # by pixels, so that it equals the batch mean of the per-pixel term as in 'batch')
+        inter_sum, n_pix, intra_sum, n_img = p_s.new_zeros(()), 0, p_s.new_zeros(()), 0
+        for i in range(b):
+            rs, rt = (p_s[i], p_t[i]) if valid is None else (p_s[i][valid[i]], p_t[i][valid[i]])
+            if rs.shape[0] < 2:
+                continue
+            inter_i, intra_i = dist_relations(rs, rt, self.eps)
+            inter_sum = inter_sum + inter_i * rs.shape[0]
+            n_pix += rs.shape[0]
+            intra_sum = intra_sum + intra_i
+            n_img += 1
+        if n_img == 0:
+            return p_s.sum() * 0.0
+        return self.T ** 2 * (self.beta * inter_sum / n_pix + self.gamma * intra_sum / n_img)
+
+    def forward(self, student, teacher, target: torch.Tensor | None = None, **extra) -> torch.Tensor:
+        s_list, t_list = as_list(student), as_list(teacher)
+        check_same_length(s_list, t_list, "DenseDIST")
+        return sum(self._one(s, t, target) for s, t in zip(s_list, t_list))
+
+
+# ----------------------------------------------------------------------------------------------- IFVD
+@LOSSES.register()
+class IFVD(nn.Module):
+    """Intra-class feature variation distillation (Wang et al., ECCV 2020, "Intra-class Feature Variation
+    Distillation for Semantic Segmentation").
+
+    Per network and image, with the labels nearest-resized to the feature map's resolution:
+
+    - class prototypes ``p_k = sum_{pixels of class k} f / (n_k + 1e-6)`` (the mean feature of each class in
+      that image; pixels labelled ``ignore_index`` or outside ``[0, num_classes)`` belong to no class);
+    - the intra-class feature variation map ``M(x) = cos(f(x), p_{y(x)})`` at every labelled pixel, with
+      ``cos(a, b) = <a, b> / (max(||a||, 1e-8) max(||b||, 1e-8))`` along the channels;
+    - ``loss = sum_{valid pixels} (M_s - M_t)^2 / N``.
+
+    ``N`` is ``B*H*W`` with ``normalize='all'`` (default): the reference (CIRKD's ``CriterionIFV``, like the
+    authors' code) takes ``nn.MSELoss`` over every pixel, where an unlabelled pixel is its own "prototype"
+    (``cos(f, f)``, the same for both networks) and adds 0; ``normalize='valid'`` divides by the number of
+    labelled pixels instead (larger by ``B*H*W / n_valid``). Student and teacher widths may differ (each map
+    is a cosine within one network, no connector); their spatial sizes must be equal (tap layers of equal
+    output stride, as the reference requires). Features are cast to fp32.
+
+    Needs ``extra['target']`` (``B x H' x W'`` labels), which the distiller passes from the batch.
+    Shapes: student ``B x Cs x H x W``, teacher ``B x Ct x H x W`` (lists per tap: sum).
+    Defaults: ``num_classes=None`` (every label but ``ignore_index``; the distiller passes the task's class
+    count, 19 for Cityscapes), ``ignore_index=255``, ``normalize='all'``. Weights: CIRKD's reproduction
+    (``train_ifvd.sh``, the 75.59 mIoU row of its table) uses ``--lambda-ifv 20`` on the ASPP-head features with
+    pixel-wise KD weight 1 (configs/cityscapes/cirkd/deeplabv3_r18_ifvd.py); the authors' own release (on the
+    structured-KD code, batch-per-image normalisation of its pixel-wise term) used a larger IFV weight (200 as
+    we recall it; unverified here).
+    """
+
+    def __init__(self, num_classes: int | None = None, ignore_index: int = 255, normalize: str = "all",
+                 eps: float = 1e-6, cos_eps: float = 1e-8):
+        super().__init__()
+        if normalize not in ("all", "valid"):
+            raise ValueError(f"IFVD: normalize must be 'all' (reference: mean over every pixel) or 'valid', "
+                             f"got {normalize!r}")
+        if num_classes is not None and int(num_classes) < 1:
+            raise ValueError(f"IFVD: num_classes must be positive or None, got {num_classes}")
+        self.num_classes = None if num_classes is None else int(num_classes)
+        self.ignore_index = int(ignore_index)
+        self.normalize = normalize
+        self.eps, self.cos_eps = float(eps), float(cos_eps)
+
+    def variation_map(self, f: torch.Tensor, labels: torch.Tensor, valid: torch.Tensor, k: int) -> torch.Tensor:
+        """``B x HW`` cosine of each pixel's feature with its class prototype (0 where not ``valid``)."""
+        b, c = f.shape[:2]
+        flat = f.flatten(2)  # B x C x HW
+        cls = torch.where(valid, labels, torch.full_like(labels, k)).flatten(1)  # unlabelled -> dummy class k
+        onehot = F.one_hot(cls, k + 1).to(flat.dtype)  # B x HW x (k+1)
+        sums = torch.bmm(flat, onehot)  # B x C x (k+1)
+        protos = sums / (onehot.sum(1, keepdim=True) + self.eps)
+        per_pixel = torch.gather(protos, 2, cls[:, None, :].expand(b, c, cls.shape[1]))  # B x C x HW
+        dot = (flat * per_pixel).sum(1)
+        norms = flat.norm(dim=1).clamp_min(self.cos_eps) * per_pixel.norm(dim=1).clamp_min(self.cos_eps)
+        return torch.where(valid.flatten(1), dot / norms, torch.zeros_like(dot))
+
+    def _one(self, s: torch.Tensor, t: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        check_maps(s, t, "IFVD")
+        if s.shape[-2:] != t.shape[-2:]:
+            raise ValueError(f"IFVD: student {tuple(s.shape)} and teacher {tuple(t.shape)} feature maps differ in "
+                             f"spatial size; tap layers of the same output stride (e.g. 'decoder' of both)")
+        b = s.shape[0]
+        labels = _labels_at(target, s.shape[-2:], b, "IFVD")
+        valid = (labels != self.ignore_index) & (labels >= 0)
+        if self.num_classes is not None:
+            valid &= labels < self.num_classes
+            k = self.num_classes
+        else:
+            k = int(labels[valid].max()) + 1 if bool(valid.any()) else 1
+        labels = torch.where(valid, labels, torch.zeros_like(labels))
+        with torch.autocast(device_type=s.device.type, enabled=False):
+            m_s = self.variation_map(s.float(), labels, valid, k)
+            with torch.no_grad():
+                m_t = self.variation_map(t.detach().float(), labels, valid, k)
+            total = (m_s - m_t).pow(2).sum()
+            n = valid.numel() if self.normalize == "all" else valid.sum().clamp(min=1)
+            return total / n
+
+    def forward(self, student, teacher, target: torch.Tensor | None = None, **extra) -> torch.Tensor:
+        if target is None:
+            raise ValueError("IFVD needs the segmentation labels: pass target=<B x H x W label map> (the distiller "
+                             "forwards the batch's 'target' in **extra)")
+        s_list, t_list = as_list(student), as_list(teacher)
+        check_same_length(s_list, t_list, "IFVD")
+        return sum(self._one(s, t, target) for s, t in zip(s_list, t_list))

@@ -1,10 +1,10 @@
-"""Feature-map distillation losses: FitNet, AT, NST, OFD, VID (the two-stage AB, FT, FSP: ``two_stage.py``).
+"""Feature-map distillation losses: FitNet, AT, NST, OFD, VID, KDSVD (the two-stage AB, FT, FSP: ``two_stage.py``).
 
 All follow the loss contract (DESIGN.md, "Loss API"): ``forward(student, teacher, **extra) -> scalar``,
 where ``student``/``teacher`` are one ``B x C x H x W`` tensor or a list of them (one per tap, same order).
 Normalisations follow RepDistiller (HobbitLong/RepDistiller, ``distiller_zoo/``), and OFD follows its
 authors' code (clovaai/overhaul-distillation), so that the published weights reproduce the recipes:
-FitNet 100, AT 1000, NST 50, VID 1, OFD 1.
+FitNet 100, AT 1000, NST 50, VID 1, OFD 1, KDSVD 1.
 
 Teacher tensors are always detached here, so no gradient ever reaches the teacher. Losses with learnable
 parts (regressors, connectors) build them from the observed ``s_shapes`` / ``t_shapes`` (batched
@@ -24,7 +24,7 @@ from densekd.losses.base import TeacherModules
 from densekd.nn.connectors import ConvConnector, ConvReg
 from densekd.registry import LOSSES
 
-__all__ = ["FitNet", "AT", "NST", "OFD", "VID"]
+__all__ = ["FitNet", "AT", "NST", "OFD", "VID", "KDSVD"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -322,4 +322,122 @@ class VID(nn.Module):
             mean = self.regressors[i](s)
             var = (F.softplus(self.log_scales[i]) + self.eps).view(1, -1, 1, 1)
             loss = loss + (0.5 * ((mean - t).pow(2) / var + var.log())).mean()
+        return loss
+
+
+# ----------------------------------------------------------------------------------------------------------
+# KDSVD
+# ----------------------------------------------------------------------------------------------------------
+def _finite(x: torch.Tensor) -> torch.Tensor:
+    return torch.where(torch.isfinite(x), x, torch.zeros_like(x))
+
+
+def _zero_nonfinite_grad(x: torch.Tensor) -> torch.Tensor:
+    """A view of ``x`` whose gradient has its non-finite entries replaced by 0 on the way back (only the
+    gradient flowing through this view: other terms reading ``x`` are not affected)."""
+    if not x.requires_grad:
+        return x
+    y = x.view_as(x)
+    y.register_hook(lambda g: torch.nan_to_num(g, nan=0.0, posinf=0.0, neginf=0.0))
+    return y
+
+
+@LOSSES.register()
+class KDSVD(nn.Module):
+    """Self-supervised KD with singular value decomposition (Lee, Kim & Song, ECCV 2018, "Self-supervised
+    Knowledge Distillation Using Singular Value Decomposition"), as RepDistiller's ``KDSVD`` (from the
+    authors' TensorFlow code).
+
+    Per tapped layer ``l`` each map ``B x C x H x W`` is reshaped to ``X = B x HW x C`` and decomposed,
+    ``X = U S V^T`` (``torch.linalg.svd``, reduced). The teacher keeps its top ``k`` right singular vectors
+    ``V_t`` (``B x C x k``) and the student its top ``k + 3``; each teacher vector ``j`` takes the student
+    vector of largest ``|cos|`` with it, times the sign of that cosine (sign alignment), giving ``V_s``
+    (``B x C x k``). The teacher's top-``k`` singular values, L2-normalised per sample, ``s_t``, scale both:
+    ``v = V * s_t``. Between consecutive taps ``l - 1, l`` a radial-basis function of the differences between
+    the entries of the singular vectors of the two layers,
+
+        ``G[b, i, j, m] = exp(-(v^l[b, i, m] - v^{l-1}[b, j, m])^2 / 8)``  (``B x C_l x C_{l-1} x k``),
+
+    is computed for both networks and ``loss = sum_{l >= 1} sum (G_s - G_t)^2 / B`` (non-finite entries are
+    set to 0, as the reference). Needs at least 2 taps (RepDistiller taps ``feats[1:-1]``); student and teacher
+    widths must be equal per tap (the alignment compares C-dimensional vectors; use ``connector='conv'``
+    otherwise, as configs/cifar100/distill/wrn_40_2-wrn_40_1/kdsvd.py). No learnable parts.
+
+    Departures from RepDistiller: (1) the sign of each teacher singular vector is fixed so that its
+    largest-magnitude entry is positive (an SVD's signs are arbitrary and differ between LAPACK and cuSOLVER;
+    the reference's value depends on them, since the RBF compares vectors of two layers); the student's sign
+    is aligned to the teacher's as in the reference, so its own convention does not matter; (2) maps are
+    reshaped with ``H*W`` (the reference writes ``H*H``, wrong for non-square maps) and decomposed in fp32 with
+    autocast off; (3) ties in the alignment (equal ``|cos|``) pick the first student vector (the reference
+    adds all tied ones); (4) non-finite entries of the gradient that reaches the student map (the SVD's
+    backward divides by differences of singular values, infinite when two are equal, e.g. for an all-zero map)
+    are set to 0, where the reference would propagate NaN.
+
+    Defaults: ``k=1`` (RepDistiller and mdistiller ``KDSVD.K``), ``extra_vectors=3``, ``rbf_scale=8``; term
+    weight 1 with CE weight 1 (mdistiller ``KDSVD.LOSS.FEAT_WEIGHT = CE_WEIGHT = 1.0``).
+    """
+
+    def __init__(self, k: int = 1, extra_vectors: int = 3, rbf_scale: float = 8.0):
+        super().__init__()
+        if int(k) < 1 or int(extra_vectors) < 0:
+            raise ValueError(f"KDSVD: k must be >= 1 and extra_vectors >= 0, got k={k}, extra_vectors={extra_vectors}")
+        if not rbf_scale > 0:
+            raise ValueError(f"KDSVD: rbf_scale must be > 0, got {rbf_scale}")
+        self.k, self.extra_vectors, self.rbf_scale = int(k), int(extra_vectors), float(rbf_scale)
+
+    @staticmethod
+    def right_singular(f: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-``n`` right singular vectors ``B x C x n`` and singular values ``B x n`` of ``f`` viewed as
+        ``B x HW x C`` (fp32; non-finite values set to 0)."""
+        x = f.float().flatten(2).transpose(1, 2)
+        _, sv, vh = torch.linalg.svd(x, full_matrices=False)
+        return _finite(vh.transpose(1, 2)[:, :, :n]), _finite(sv[:, :n])
+
+    @staticmethod
+    def fix_signs(v: torch.Tensor) -> torch.Tensor:
+        """Flip each column of ``v`` (``B x C x n``) so that its largest-magnitude entry is positive."""
+        idx = v.abs().argmax(dim=1, keepdim=True)
+        sign = torch.sign(torch.gather(v, 1, idx))
+        return v * torch.where(sign == 0, torch.ones_like(sign), sign)
+
+    @staticmethod
+    def align(v_s: torch.Tensor, v_t: torch.Tensor) -> torch.Tensor:
+        """For each teacher vector (``B x C x k``), the student vector (``B x C x n``) of largest |cos| with it,
+        times the sign of that cosine: ``B x C x k``."""
+        cos = torch.bmm(v_s.transpose(1, 2), v_t).detach()  # B x n x k
+        idx = cos.abs().argmax(dim=1)  # B x k
+        sign = torch.sign(torch.gather(cos, 1, idx[:, None, :]))  # B x 1 x k
+        picked = torch.gather(v_s, 2, idx[:, None, :].expand(-1, v_s.shape[1], -1))
+        return picked * sign
+
+    def _rbf(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-(a[:, :, None, :] - b[:, None, :, :]).pow(2) / self.rbf_scale)
+
+    def forward(self, student, teacher, **extra) -> torch.Tensor:
+        s_list, t_list = tap_lists(student, teacher, "KDSVD", dims=4, min_layers=2)
+        for i, (s, t) in enumerate(zip(s_list, t_list)):
+            if s.shape[1] != t.shape[1]:
+                raise ValueError(f"KDSVD: layer {i} student {tuple(s.shape)} and teacher {tuple(t.shape)} differ in "
+                                 f"channels; the sign alignment compares C-dimensional singular vectors, so widths "
+                                 f"must match (add connector='conv' to the term)")
+        batch = s_list[0].shape[0]
+        loss, prev = None, None
+        with torch.autocast(device_type=s_list[0].device.type, enabled=False):
+            for s, t in zip(s_list, t_list):
+                with torch.no_grad():
+                    v_t, sv_t = self.right_singular(t, self.k)
+                    v_t = self.fix_signs(v_t)
+                    scale = F.normalize(sv_t, dim=1)[:, None, :]  # B x 1 x k
+                v_s, _ = self.right_singular(_zero_nonfinite_grad(s), self.k + self.extra_vectors)
+                v_s = self.align(v_s, v_t)
+                if v_s.shape[2] != v_t.shape[2]:
+                    raise ValueError(f"KDSVD: a {tuple(s.shape)} map has fewer than k={self.k} singular vectors")
+                cur = (v_s * scale, v_t * scale)
+                if prev is not None:
+                    with torch.no_grad():
+                        g_t = self._rbf(cur[1], prev[1])
+                    d = (self._rbf(cur[0], prev[0]) - g_t).pow(2)
+                    term = _finite(d).sum() / batch
+                    loss = term if loss is None else loss + term
+                prev = cur
         return loss

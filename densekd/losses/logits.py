@@ -1,7 +1,10 @@
-"""Logit distillation losses: KD, DKD, the teacher-free virtual teacher (Tf-KD) and class-wise self-KD (CS-KD).
+"""Logit distillation losses: KD, DKD, DIST, the teacher-free virtual teacher (Tf-KD) and class-wise self-KD (CS-KD).
 
 All losses here act on classification logits ``B x C``. Dense ``B x C x H x W``
-logits belong to ``PixelWiseKD`` (densekd/losses/dense.py).
+logits belong to ``PixelWiseKD`` and ``DenseDIST`` (densekd/losses/dense.py).
+
+KD, DKD and DIST (and the dense PixelWiseKD / DenseDIST) take ``logit_std=True`` for the logit
+standardisation of Sun et al., CVPR 2024 (:func:`~densekd.losses._utils.standardize_logits`, one helper for all).
 
 Each ``forward(student, teacher, **extra)`` returns the *un-weighted* loss,
 normalised as the reference implementation does; the distiller multiplies by
@@ -9,17 +12,18 @@ the term's ``weight``.
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densekd.losses._utils import single_tensor
+from densekd.losses._utils import single_tensor, standardize_logits
 from densekd.losses.base import SelfTeacher, TeacherFree
 from densekd.registry import LOSSES
 
-__all__ = ["KD", "DKD", "LabelSmoothingKD", "TfKD", "CSKD"]
+__all__ = ["KD", "DKD", "DIST", "LabelSmoothingKD", "TfKD", "CSKD", "dist_relations"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -68,20 +72,29 @@ class KD(nn.Module):
     ``loss = KL(softmax(t / T) || softmax(s / T)) * T^2`` summed over classes and
     averaged over the batch (``batchmean``), exactly RepDistiller's ``DistillKL``.
 
+    ``logit_std=True`` (Sun et al., CVPR 2024, "Logit Standardization in Knowledge Distillation"): student
+    and teacher logits are each z-scored over the classes, ``(z - mean) / (std + 1e-7)`` (unbiased std, as the
+    authors' release), before the division by ``T``; the rest is unchanged (``T^2`` factor included, as their
+    ``kd_loss``). Their CIFAR-100 command for KD + standardisation is ``--logit-stand --base-temp 2
+    --kd-weight 9``: ``T=2``, term weight 9 (configs/_base_/cifar100/methods/kd_ls.py).
+
     Shapes: ``student``, ``teacher``: ``B x C`` logits (one tap each). Returns a scalar.
-    Defaults: ``T=4`` (RepDistiller CIFAR-100 recipe; term weight 0.9 there, CE weight 0.1).
+    Defaults: ``T=4`` (RepDistiller CIFAR-100 recipe; term weight 0.9 there, CE weight 0.1), ``logit_std=False``.
     Dense ``B x C x H x W`` logits are rejected: use ``PixelWiseKD``.
     """
 
-    def __init__(self, T: float = 4.0):
+    def __init__(self, T: float = 4.0, logit_std: bool = False):
         super().__init__()
         self.T = _check_temperature(T, "KD")
+        self.logit_std = bool(logit_std)
 
     def forward(self, student: Any, teacher: Any, **extra: Any) -> torch.Tensor:
         s = single_tensor(student, "KD", "student", "logits tensor")
         t = single_tensor(teacher, "KD", "teacher", "logits tensor")
         _check_logits(s, t, "KD", "For dense B x C x H x W logits use the 'PixelWiseKD' loss instead.")
         t = t.detach()
+        if self.logit_std:
+            s, t = standardize_logits(s), standardize_logits(t)
         log_p_s = F.log_softmax(s / self.T, dim=1)
         p_t = F.softmax(t / self.T, dim=1)
         return F.kl_div(log_p_s, p_t, reduction="batchmean") * (self.T ** 2)
@@ -98,24 +111,33 @@ class DKD(nn.Module):
       student (target class vs. all others), ``* T^2 / B``;
     - NCKD: KL between the teacher and student distributions over the non-target
       classes only (softmax renormalised without the target class), ``* T^2 / B``;
-    - ``warm = min(epoch / warmup, 1)`` when the trainer passes ``epoch`` (float,
-      fractional epochs) in ``**extra``, else 1. ``warmup=0`` disables it.
+    - ``warm = min((floor(epoch) + 1) / warmup, 1)`` when the trainer passes ``epoch``
+      (float, fractional epochs counted from 0) in ``**extra``, else 1. This is
+      mdistiller's ``min(epoch / warmup, 1)`` with its epoch counter, which starts at 1
+      and is constant over an epoch: the first step of training has factor ``1 / warmup``,
+      the whole first epoch too, and the factor reaches 1 in epoch ``warmup`` (1-based).
+      ``warmup=0`` disables it.
 
     Normalisation follows mdistiller's ``dkd_loss`` (sum over classes, divide by
     the batch size, times ``T^2``; NCKD masks the target logit by subtracting
     1000 in the tempered space). Departure: the TCKD log-probabilities are computed
     with log-sum-exp instead of ``log(sum(softmax))`` — the same value, but finite
-    when a probability underflows. mdistiller counts epochs from 1; densekd's
-    trainer passes fractional epochs from 0, so the warm-up factor reaches 1 after
-    ``warmup`` epochs in both.
+    when a probability underflows.
+
+    ``logit_std=True``: the logits are z-scored first (as KD's option; the authors' ``dkd_loss`` standardises
+    both inputs before the temperature and the target masks). Their CIFAR-100 command ``--logit-stand
+    --base-temp 2 --kd-weight 9`` multiplies alpha and beta by 9 and sets ``T=2``: ``alpha=9, beta=72, T=2``
+    (configs/_base_/cifar100/methods/dkd_ls.py).
 
     Shapes: ``student``, ``teacher``: ``B x C`` logits; ``target`` (from extra): ``B``
     integer class indices. Defaults (mdistiller CIFAR-100): ``alpha=1, beta=8, T=4,
-    warmup=20``; CE weight 1.0 and DKD term weight 1.0.
+    warmup=20, logit_std=False``; CE weight 1.0 and DKD term weight 1.0.
     """
 
-    def __init__(self, alpha: float = 1.0, beta: float = 8.0, T: float = 4.0, warmup: float = 20.0):
+    def __init__(self, alpha: float = 1.0, beta: float = 8.0, T: float = 4.0, warmup: float = 20.0,
+                 logit_std: bool = False):
         super().__init__()
+        self.logit_std = bool(logit_std)
         self.alpha = float(alpha)
         self.beta = float(beta)
         self.T = _check_temperature(T, "DKD")
@@ -126,7 +148,7 @@ class DKD(nn.Module):
     def warmup_factor(self, epoch: float | None) -> float:
         if epoch is None or self.warmup == 0:
             return 1.0
-        return min(max(float(epoch), 0.0) / self.warmup, 1.0)
+        return min((math.floor(max(float(epoch), 0.0)) + 1.0) / self.warmup, 1.0)
 
     def forward(self, student: Any, teacher: Any, target: Any = None, epoch: float | None = None,
                 **extra: Any) -> torch.Tensor:
@@ -137,6 +159,8 @@ class DKD(nn.Module):
         target = _check_target(target, s, "DKD")
         if s.shape[1] < 2:
             raise ValueError(f"DKD needs at least 2 classes; got logits of shape {tuple(s.shape)}")
+        if self.logit_std:
+            s, t = standardize_logits(s), standardize_logits(t)
         b = s.shape[0]
         T = self.T
         gt = F.one_hot(target, s.shape[1]).bool()
@@ -161,6 +185,71 @@ class DKD(nn.Module):
         nckd = F.kl_div(log_q_s, q_t, reduction="sum") * T ** 2 / b
 
         return self.warmup_factor(epoch) * (self.alpha * tckd + self.beta * nckd)
+
+
+# --------------------------------------------------------------------------- DIST
+def _pearson_rows(a: torch.Tensor, b: torch.Tensor, eps: float) -> torch.Tensor:
+    """Pearson correlation of each row of ``a`` with the same row of ``b`` (``N x K`` -> ``N``): the cosine
+    similarity of the row-centred vectors, ``<a', b'> / (||a'|| ||b'|| + eps)`` (the authors' form)."""
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+def dist_relations(p_s: torch.Tensor, p_t: torch.Tensor, eps: float = 1e-8) -> tuple[torch.Tensor, torch.Tensor]:
+    """DIST's two relation losses on probabilities ``N x C`` (rows = instances, columns = classes):
+    ``inter = 1 - mean_n pearson(p_s[n, :], p_t[n, :])`` (over classes, per instance) and
+    ``intra = 1 - mean_c pearson(p_s[:, c], p_t[:, c])`` (over instances, per class)."""
+    inter = 1.0 - _pearson_rows(p_s, p_t, eps).mean()
+    intra = 1.0 - _pearson_rows(p_s.t(), p_t.t(), eps).mean()
+    return inter, intra
+
+
+@LOSSES.register()
+class DIST(nn.Module):
+    """Huang et al., NeurIPS 2022, "Knowledge Distillation from A Stronger Teacher" (DIST).
+
+    With ``Y_s = softmax(z_s / T)`` and ``Y_t = softmax(z_t / T)`` (``B x C``) and the Pearson correlation
+    ``rho(u, v) = <u - mean(u), v - mean(v)> / (||u - mean(u)|| ||v - mean(v)|| + 1e-8)``:
+
+    - inter-class relation ``L_inter = 1 - (1/B) sum_b rho(Y_s[b, :], Y_t[b, :])`` (each sample's class
+      distribution, over the C classes);
+    - intra-class relation ``L_intra = 1 - (1/C) sum_c rho(Y_s[:, c], Y_t[:, c])`` (each class's scores
+      over the B samples of the batch);
+    - ``loss = beta * T^2 * L_inter + gamma * T^2 * L_intra``.
+
+    This is the authors' ``DIST`` module (hunto/DIST_KD, ``eps=1e-8`` added to the product of the norms), no
+    departure. ``logit_std=True`` z-scores the logits first (Sun et al., CVPR 2024; their release applies it
+    to KD, DKD and MLKD only, so DIST + standardisation is an extension here). The intra-class term needs
+    ``B >= 2``; the loss depends on the batch composition (per process under DDP, as the reference).
+
+    Shapes: ``student``, ``teacher``: ``B x C`` logits. Dense logits: :class:`~densekd.losses.dense.DenseDIST`.
+    Defaults: ``beta=1, gamma=1, T=1`` (the authors' class defaults, their ImageNet setting, term weight 1
+    with CE weight 1). For CIFAR-100 configs/_base_/cifar100/methods/dist.py uses ``beta=2, gamma=2, T=4``,
+    the paper's CIFAR-100 setting as we recall it (the authors publish no CIFAR code, so this is unverified).
+    """
+
+    def __init__(self, beta: float = 1.0, gamma: float = 1.0, T: float = 1.0, logit_std: bool = False,
+                 eps: float = 1e-8):
+        super().__init__()
+        self.beta = float(beta)
+        self.gamma = float(gamma)
+        self.T = _check_temperature(T, "DIST")
+        self.logit_std = bool(logit_std)
+        self.eps = float(eps)
+
+    def forward(self, student: Any, teacher: Any, **extra: Any) -> torch.Tensor:
+        s = single_tensor(student, "DIST", "student", "logits tensor")
+        t = single_tensor(teacher, "DIST", "teacher", "logits tensor")
+        _check_logits(s, t, "DIST", "For dense B x C x H x W logits use the 'DenseDIST' loss instead.")
+        if s.shape[0] < 2 or s.shape[1] < 2:
+            raise ValueError(f"DIST needs at least 2 samples (intra-class relation over the batch) and 2 classes; "
+                             f"got logits of shape {tuple(s.shape)}")
+        t = t.detach()
+        if self.logit_std:
+            s, t = standardize_logits(s), standardize_logits(t)
+        inter, intra = dist_relations(F.softmax(s / self.T, dim=1), F.softmax(t / self.T, dim=1), self.eps)
+        return self.T ** 2 * (self.beta * inter + self.gamma * intra)
 
 
 # --------------------------------------------------------------------------- Tf-KD

@@ -293,7 +293,9 @@ class IRG(nn.Module):
     Choices / departures: the edge and transformation weights (0.005 each) are
     the ``loss_weight`` of the authors' released CIFAR prototxts; the released
     prototxts contain no vertex term, so ``w_vertex=0.005`` is our choice (set
-    ``w_vertex=0`` to reproduce ``IRG.prototxt`` exactly, and
+    ``w_vertex=0`` to reproduce ``IRG.prototxt`` exactly -- with ``w_vertex=0`` the vertex term is not
+    computed and its widths are not checked, so the prototxt's 64-channel teacher / 32-channel student pair
+    works without a connector -- and
     ``w_vertex=0, w_edge=0, transform_pairs='consecutive'`` for
     ``IRG_Transformation.prototxt``). The maximum used for normalisation is
     treated as a constant in the backward pass (``detach_max=True``), as in the
@@ -356,7 +358,7 @@ class IRG(nn.Module):
     def _check_and_build(self, s_shapes: list[torch.Size], t_shapes: list[torch.Size]) -> None:
         n = len(s_shapes)
         _index_list(self.edge_spec, n, "IRG", "edge_layers")  # validates the indices
-        for l in _index_list(self.vertex_spec, n, "IRG", "vertex_layers"):
+        for l in self._vertex_layers(n):
             ws, wt = self._width(s_shapes[l]), self._width(t_shapes[l])
             if ws != wt:
                 if self.connector_kind == "linear":
@@ -371,6 +373,11 @@ class IRG(nn.Module):
                 if self._width(shapes[i]) != self._width(shapes[j]):
                     raise ValueError(f"IRG: transform pair ({i}, {j}) needs equal widths within the {role}; got "
                                      f"{tuple(shapes[i])} and {tuple(shapes[j])}; pair taps of the same stage")
+
+    def _vertex_layers(self, n: int) -> list[int]:
+        """Taps of the vertex term; none when ``w_vertex == 0`` (the term is off, so widths need not match)."""
+        layers = _index_list(self.vertex_spec, n, "IRG", "vertex_layers")  # validates the indices
+        return layers if self.w_vertex != 0 else []
 
     # -- graph pieces --------------------------------------------------------------------
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
@@ -406,7 +413,7 @@ class IRG(nn.Module):
         zero = vs[0].new_zeros(())
         loss_v, loss_e, loss_t = zero, zero, zero
 
-        for l in _index_list(self.vertex_spec, n, "IRG", "vertex_layers"):
+        for l in self._vertex_layers(n):
             v_s = self.connectors[str(l)](vs[l]) if str(l) in self.connectors else vs[l]
             if v_s.shape != vt[l].shape:
                 raise ValueError(f"IRG: vertex term on tap {l}: student {tuple(pairs[l][0].shape)} and teacher "
