@@ -235,8 +235,11 @@ class ImageViews:
     def views(self, image: np.ndarray) -> dict[str, torch.Tensor]:
         """The requested views of an already augmented uint8 image."""
         out = {}
+        image = np.ascontiguousarray(image)
+        if not image.flags.writeable:  # e.g. a memory map or a decoder's buffer: torch wants its own copy
+            image = image.copy()
         if "image" in self.keys:
-            x = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
+            x = torch.from_numpy(image).permute(2, 0, 1).float().div_(255.0)
             out["image"] = (x - torch.tensor(self.mean).view(3, 1, 1)) / torch.tensor(self.std).view(3, 1, 1)
         if "L" in self.keys or "ab" in self.keys:
             L, ab = normalize_lab(rgb_to_lab(image), self.lab_mean, self.lab_std)
