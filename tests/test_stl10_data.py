@@ -339,3 +339,17 @@ def test_the_L_classifier_trains_on_files_in_the_official_format_via_data_root(t
     assert out.returncode == 0, out.stderr[-2000:]
     summary = json.loads((wd / "summary.json").read_text())
     assert summary["iters"] == 1 and not summary["synthetic"] and math.isfinite(summary["final"]["top1"])
+
+
+def test_check_data_reads_every_image_and_reports_a_truncated_file(tree):
+    from densekd.data.check import check_config
+
+    root, images, _ = tree
+    cfg = {"data": {"train": dict(type="STL10", root=str(root), split="train+unlabeled"),
+                    "val": dict(type="STL10", root=str(root), split="test")}}
+    bad, counts = check_config(cfg, log=lambda _m: None)
+    assert bad == [] and counts == {"train": 12, "val": 4}
+    (root / "stl10_binary" / "unlabeled_X.bin").write_bytes(_x_bytes(images["unlabeled"])[:-1])
+    bad, counts = check_config(cfg, log=lambda _m: None)
+    assert counts == {"val": 4} and len(bad) == 1 and bad[0].split == "train"
+    assert "unlabeled_X.bin" in bad[0].message and "27648-byte images" in bad[0].message
