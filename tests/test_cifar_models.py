@@ -225,6 +225,22 @@ def test_num_classes_changes_only_the_classifier():
 
 
 @pytest.mark.parametrize("name", CIFAR_MODELS)
+def test_in_channels_changes_only_the_first_convolution(name):
+    """``in_channels`` (1 for an L view, 2 for ab): the first convolution's weight alone changes shape, by the
+    input-channel axis, and the model reads (B, in_channels, 32, 32)."""
+    ref = {k: tuple(v.shape) for k, v in build_meta(name).state_dict().items()}
+    for c in (1, 2):
+        model = build_meta(name, in_channels=c)
+        got = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        assert got.keys() == ref.keys()
+        changed = [k for k in ref if got[k] != ref[k]]
+        assert len(changed) == 1 and got[changed[0]] == (ref[changed[0]][0], c, *ref[changed[0]][2:])
+        assert ref[changed[0]][1] == 3
+        with torch.device("meta"):
+            assert model(torch.empty(2, c, 32, 32)).shape == (2, 100)
+
+
+@pytest.mark.parametrize("name", CIFAR_MODELS)
 def test_meta_forward_logits_and_tap_shapes(name):
     model = MODELS.get(name)  # every factory builds with no argument: num_classes defaults to 100
     with torch.device("meta"):

@@ -1,2 +1,3 @@
 """Datasets (registered in ``densekd.registry.DATASETS``) and reproducible loaders."""
-from densekd.data import cifar, cityscapes, crd, nyu, pairs, scene_labels, synthetic_cityscapes, synthetic_nyu  # noqa: F401
+from densekd.data import (cifar, cityscapes, crd, nyu, pairs, scene_labels, stl10, synthetic_cityscapes,  # noqa: F401
+                          synthetic_nyu, synthetic_stl10, synthetic_tinyimagenet, tinyimagenet)

@@ -1,7 +1,8 @@
 """CIFAR model zoo of the CRD / RepDistiller benchmark (Tian et al., "Contrastive Representation
 Distillation", ICLR 2020; code: github.com/HobbitLong/RepDistiller).
 
-Every model takes ``num_classes=100``, maps ``(B, 3, 32, 32)`` images to ``(B, num_classes)``
+Every model takes ``num_classes=100`` and ``in_channels=3`` (e.g. 1 for an STL-10 ``L`` view, 2 for ``ab``:
+only the first convolution changes), maps ``(B, in_channels, 32, 32)`` images to ``(B, num_classes)``
 logits, has RepDistiller's architecture, parameter count and parameter names (its checkpoints
 load with ``load_state_dict``), and defines ``feature_taps = {'feats': [...], 'preacts': [...]}``:
 tap paths (see :mod:`densekd.distill.taps`) that record exactly RepDistiller's

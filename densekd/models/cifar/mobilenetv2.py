@@ -74,13 +74,14 @@ class MobileNetV2(nn.Module):
     so ``preacts`` equals ``feats`` (block outputs are linear bottlenecks, already pre-ReLU).
     """
 
-    def __init__(self, num_classes: int = 100, expand_ratio: int = 6, width_mult: float = 0.5):
+    def __init__(self, num_classes: int = 100, expand_ratio: int = 6, width_mult: float = 0.5,
+                 in_channels: int = 3):
         super().__init__()
         if width_mult <= 0 or expand_ratio < 1:
             raise ValueError(f"MobileNetV2 needs width_mult > 0 and expand_ratio >= 1, "
                              f"got width_mult={width_mult}, expand_ratio={expand_ratio}")
         in_ch = int(32 * width_mult)
-        self.conv1 = _conv_bn_relu(3, in_ch, 3, 2)
+        self.conv1 = _conv_bn_relu(in_channels, in_ch, 3, 2)
         self.blocks = nn.ModuleList()
         for t, c, n, s in _SETTING:
             out_ch = int(c * width_mult)
@@ -109,7 +110,7 @@ class MobileNetV2(nn.Module):
 
 @MODELS.register("MobileNetV2")
 @MODELS.register("mobile_half")
-def mobile_half(num_classes: int = 100) -> MobileNetV2:
+def mobile_half(num_classes: int = 100, in_channels: int = 3) -> MobileNetV2:
     """MobileNetV2 with expansion 6 and width 0.5 (RepDistiller ``mobile_half``, the CRD
     tables' "MobileNetV2")."""
-    return MobileNetV2(num_classes, expand_ratio=6, width_mult=0.5)
+    return MobileNetV2(num_classes, expand_ratio=6, width_mult=0.5, in_channels=in_channels)

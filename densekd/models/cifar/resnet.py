@@ -76,7 +76,8 @@ class CifarResNet(nn.Module):
     stays post-ReLU, as in RepDistiller).
     """
 
-    def __init__(self, depth: int, widths: Sequence[int] = (16, 16, 32, 64), num_classes: int = 100):
+    def __init__(self, depth: int, widths: Sequence[int] = (16, 16, 32, 64), num_classes: int = 100,
+                 in_channels: int = 3):
         super().__init__()
         if depth < 8 or (depth - 2) % 6:
             raise ValueError(f"CifarResNet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 44, 56, 110...), "
@@ -88,7 +89,7 @@ class CifarResNet(nn.Module):
         self.depth = depth
         self.widths = tuple(int(w) for w in widths)
         self._in_planes = self.widths[0]
-        self.conv1 = nn.Conv2d(3, self.widths[0], kernel_size=3, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, self.widths[0], kernel_size=3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(self.widths[0])
         self.relu = nn.ReLU()
         self.layer1 = self._make_stage(self.widths[1], n, stride=1)
@@ -128,54 +129,54 @@ _WIDE = (32, 64, 128, 256)
 
 
 @MODELS.register("resnet8")
-def resnet8(num_classes: int = 100) -> CifarResNet:
+def resnet8(num_classes: int = 100, in_channels: int = 3) -> CifarResNet:
     """ResNet-8, widths 16-16-32-64 (RepDistiller ``resnet8``)."""
-    return CifarResNet(8, _THIN, num_classes)
+    return CifarResNet(8, _THIN, num_classes, in_channels)
 
 
 @MODELS.register("resnet14")
-def resnet14(num_classes: int = 100) -> CifarResNet:
+def resnet14(num_classes: int = 100, in_channels: int = 3) -> CifarResNet:
     """ResNet-14, widths 16-16-32-64 (RepDistiller ``resnet14``)."""
-    return CifarResNet(14, _THIN, num_classes)
+    return CifarResNet(14, _THIN, num_classes, in_channels)
 
 
 @MODELS.register("resnet20")
-def resnet20(num_classes: int = 100) -> CifarResNet:
+def resnet20(num_classes: int = 100, in_channels: int = 3) -> CifarResNet:
     """ResNet-20, widths 16-16-32-64 (RepDistiller ``resnet20``)."""
-    return CifarResNet(20, _THIN, num_classes)
+    return CifarResNet(20, _THIN, num_classes, in_channels)
 
 
 @MODELS.register("resnet32")
-def resnet32(num_classes: int = 100) -> CifarResNet:
+def resnet32(num_classes: int = 100, in_channels: int = 3) -> CifarResNet:
     """ResNet-32, widths 16-16-32-64 (RepDistiller ``resnet32``)."""
-    return CifarResNet(32, _THIN, num_classes)
+    return CifarResNet(32, _THIN, num_classes, in_channels)
 
 
 @MODELS.register("resnet44")
-def resnet44(num_classes: int = 100) -> CifarResNet:
+def resnet44(num_classes: int = 100, in_channels: int = 3) -> CifarResNet:
     """ResNet-44, widths 16-16-32-64 (RepDistiller ``resnet44``)."""
-    return CifarResNet(44, _THIN, num_classes)
+    return CifarResNet(44, _THIN, num_classes, in_channels)
 
 
 @MODELS.register("resnet56")
-def resnet56(num_classes: int = 100) -> CifarResNet:
+def resnet56(num_classes: int = 100, in_channels: int = 3) -> CifarResNet:
     """ResNet-56, widths 16-16-32-64 (RepDistiller ``resnet56``)."""
-    return CifarResNet(56, _THIN, num_classes)
+    return CifarResNet(56, _THIN, num_classes, in_channels)
 
 
 @MODELS.register("resnet110")
-def resnet110(num_classes: int = 100) -> CifarResNet:
+def resnet110(num_classes: int = 100, in_channels: int = 3) -> CifarResNet:
     """ResNet-110, widths 16-16-32-64 (RepDistiller ``resnet110``)."""
-    return CifarResNet(110, _THIN, num_classes)
+    return CifarResNet(110, _THIN, num_classes, in_channels)
 
 
 @MODELS.register("resnet8x4")
-def resnet8x4(num_classes: int = 100) -> CifarResNet:
+def resnet8x4(num_classes: int = 100, in_channels: int = 3) -> CifarResNet:
     """ResNet-8 with 4x widths 32-64-128-256 (RepDistiller ``resnet8x4``)."""
-    return CifarResNet(8, _WIDE, num_classes)
+    return CifarResNet(8, _WIDE, num_classes, in_channels)
 
 
 @MODELS.register("resnet32x4")
-def resnet32x4(num_classes: int = 100) -> CifarResNet:
+def resnet32x4(num_classes: int = 100, in_channels: int = 3) -> CifarResNet:
     """ResNet-32 with 4x widths 32-64-128-256 (RepDistiller ``resnet32x4``)."""
-    return CifarResNet(32, _WIDE, num_classes)
+    return CifarResNet(32, _WIDE, num_classes, in_channels)

@@ -77,13 +77,13 @@ class BottleneckResNet(nn.Module):
     """
 
     def __init__(self, num_blocks: Sequence[int] = (3, 4, 6, 3), num_classes: int = 100,
-                 zero_init_residual: bool = False):
+                 zero_init_residual: bool = False, in_channels: int = 3):
         super().__init__()
         if len(num_blocks) != 4 or any(int(n) < 1 for n in num_blocks):
             raise ValueError(f"BottleneckResNet num_blocks must be 4 positive counts, e.g. (3, 4, 6, 3); "
                              f"got {tuple(num_blocks)}")
         self._in_planes = 64
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU()
         self.layer1 = self._make_stage(64, num_blocks[0], 1)
@@ -120,6 +120,6 @@ class BottleneckResNet(nn.Module):
 
 
 @MODELS.register("ResNet50")
-def ResNet50(num_classes: int = 100) -> BottleneckResNet:  # noqa: N802 (benchmark name)
+def ResNet50(num_classes: int = 100, in_channels: int = 3) -> BottleneckResNet:  # noqa: N802 (benchmark name)
     """ResNet-50 for 32x32 inputs: bottleneck stages 3-4-6-3 (RepDistiller ``ResNet50``)."""
-    return BottleneckResNet((3, 4, 6, 3), num_classes)
+    return BottleneckResNet((3, 4, 6, 3), num_classes, in_channels=in_channels)

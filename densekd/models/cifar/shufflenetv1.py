@@ -84,12 +84,12 @@ class ShuffleNetV1(nn.Module):
     """
 
     def __init__(self, out_planes: Sequence[int] = (240, 480, 960), num_blocks: Sequence[int] = (4, 8, 4),
-                 groups: int = 3, num_classes: int = 100):
+                 groups: int = 3, num_classes: int = 100, in_channels: int = 3):
         super().__init__()
         if len(out_planes) != 3 or len(num_blocks) != 3 or any(int(n) < 1 for n in num_blocks):
             raise ValueError(f"ShuffleNetV1 needs three stage widths and three positive unit counts, got "
                              f"out_planes={tuple(out_planes)}, num_blocks={tuple(num_blocks)}")
-        self.conv1 = nn.Conv2d(3, 24, kernel_size=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, 24, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(24)
         self.relu = nn.ReLU()
         self._in_planes = 24
@@ -122,6 +122,6 @@ class ShuffleNetV1(nn.Module):
 
 
 @MODELS.register("ShuffleV1")
-def ShuffleV1(num_classes: int = 100) -> ShuffleNetV1:  # noqa: N802 (benchmark name)
+def ShuffleV1(num_classes: int = 100, in_channels: int = 3) -> ShuffleNetV1:  # noqa: N802 (benchmark name)
     """ShuffleNet V1, g = 3, widths 240-480-960, units 4-8-4 (RepDistiller ``ShuffleV1``)."""
-    return ShuffleNetV1((240, 480, 960), (4, 8, 4), 3, num_classes)
+    return ShuffleNetV1((240, 480, 960), (4, 8, 4), 3, num_classes, in_channels)

@@ -7,8 +7,6 @@ Parameter names equal RepDistiller's ``models/ShuffleNetv2.py``.
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 from torch import nn
 
@@ -140,12 +138,12 @@ class ShuffleNetV2(nn.Module):
     ``cat([x1, branch])``, as RepDistiller returns it), pooled.
     """
 
-    def __init__(self, net_size: float = 1.0, num_classes: int = 100):
+    def __init__(self, net_size: float = 1.0, num_classes: int = 100, in_channels: int = 3):
         super().__init__()
         if float(net_size) not in SHUFFLEV2_CFGS:
             raise ValueError(f"ShuffleNetV2 net_size must be one of {sorted(SHUFFLEV2_CFGS)}, got {net_size}")
         out_channels, num_blocks = SHUFFLEV2_CFGS[float(net_size)]
-        self.conv1 = nn.Conv2d(3, 24, kernel_size=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, 24, kernel_size=1, bias=False)
         self.bn1 = nn.BatchNorm2d(24)
         self.relu = nn.ReLU()
         self._in_channels = 24
@@ -180,6 +178,6 @@ class ShuffleNetV2(nn.Module):
 
 
 @MODELS.register("ShuffleV2")
-def ShuffleV2(num_classes: int = 100) -> ShuffleNetV2:  # noqa: N802 (benchmark name)
+def ShuffleV2(num_classes: int = 100, in_channels: int = 3) -> ShuffleNetV2:  # noqa: N802 (benchmark name)
     """ShuffleNet V2 1.0x: widths 116-232-464, 1024 head, units 3-7-3 (RepDistiller ``ShuffleV2``)."""
-    return ShuffleNetV2(1.0, num_classes)
+    return ShuffleNetV2(1.0, num_classes, in_channels)

@@ -56,13 +56,13 @@ class VGG(nn.Module):
     pooled embedding.
     """
 
-    def __init__(self, cfg: Sequence[Sequence[int]], num_classes: int = 100):
+    def __init__(self, cfg: Sequence[Sequence[int]], num_classes: int = 100, in_channels: int = 3):
         super().__init__()
         cfg = [tuple(int(c) for c in block) for block in cfg]
         if len(cfg) != 5 or any(not block for block in cfg) or cfg[-1][-1] != 512:
             raise ValueError(f"VGG cfg must be five non-empty tuples of widths ending with 512 "
                              f"(see densekd.models.cifar.vgg.VGG_CFGS), got {cfg}")
-        in_ch = 3
+        in_ch = int(in_channels)
         for i, widths in enumerate(cfg):
             setattr(self, f"block{i}", _make_block(widths, in_ch))
             in_ch = widths[-1]
@@ -94,30 +94,30 @@ class VGG(nn.Module):
 
 
 @MODELS.register("vgg8")
-def vgg8(num_classes: int = 100) -> VGG:
+def vgg8(num_classes: int = 100, in_channels: int = 3) -> VGG:
     """VGG-8 with BN, config "S" (RepDistiller ``vgg8_bn``)."""
-    return VGG(VGG_CFGS["S"], num_classes)
+    return VGG(VGG_CFGS["S"], num_classes, in_channels)
 
 
 @MODELS.register("vgg11")
-def vgg11(num_classes: int = 100) -> VGG:
+def vgg11(num_classes: int = 100, in_channels: int = 3) -> VGG:
     """VGG-11 with BN, config "A" (RepDistiller ``vgg11_bn``)."""
-    return VGG(VGG_CFGS["A"], num_classes)
+    return VGG(VGG_CFGS["A"], num_classes, in_channels)
 
 
 @MODELS.register("vgg13")
-def vgg13(num_classes: int = 100) -> VGG:
+def vgg13(num_classes: int = 100, in_channels: int = 3) -> VGG:
     """VGG-13 with BN, config "B" (RepDistiller ``vgg13_bn``)."""
-    return VGG(VGG_CFGS["B"], num_classes)
+    return VGG(VGG_CFGS["B"], num_classes, in_channels)
 
 
 @MODELS.register("vgg16")
-def vgg16(num_classes: int = 100) -> VGG:
+def vgg16(num_classes: int = 100, in_channels: int = 3) -> VGG:
     """VGG-16 with BN, config "D" (RepDistiller ``vgg16_bn``)."""
-    return VGG(VGG_CFGS["D"], num_classes)
+    return VGG(VGG_CFGS["D"], num_classes, in_channels)
 
 
 @MODELS.register("vgg19")
-def vgg19(num_classes: int = 100) -> VGG:
+def vgg19(num_classes: int = 100, in_channels: int = 3) -> VGG:
     """VGG-19 with BN, config "E" (RepDistiller ``vgg19_bn``)."""
-    return VGG(VGG_CFGS["E"], num_classes)
+    return VGG(VGG_CFGS["E"], num_classes, in_channels)

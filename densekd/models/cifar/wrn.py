@@ -88,7 +88,8 @@ class WideResNet(nn.Module):
     what RepDistiller recomputes for ``preact=True``), then the pooled embedding.
     """
 
-    def __init__(self, depth: int, widen_factor: int = 1, num_classes: int = 100, drop_rate: float = 0.0):
+    def __init__(self, depth: int, widen_factor: int = 1, num_classes: int = 100, drop_rate: float = 0.0,
+                 in_channels: int = 3):
         super().__init__()
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"WideResNet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 40...), got {depth}")
@@ -97,7 +98,7 @@ class WideResNet(nn.Module):
         n = (depth - 4) // 6
         widths = [16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor]
         self.depth, self.widen_factor = depth, widen_factor
-        self.conv1 = nn.Conv2d(3, widths[0], kernel_size=3, stride=1, padding=1, bias=False)
+        self.conv1 = nn.Conv2d(in_channels, widths[0], kernel_size=3, stride=1, padding=1, bias=False)
         self.block1 = WideStage(n, widths[0], widths[1], 1, drop_rate)
         self.block2 = WideStage(n, widths[1], widths[2], 2, drop_rate)
         self.block3 = WideStage(n, widths[2], widths[3], 2, drop_rate)
@@ -123,24 +124,24 @@ class WideResNet(nn.Module):
 
 
 @MODELS.register("wrn_16_1")
-def wrn_16_1(num_classes: int = 100) -> WideResNet:
+def wrn_16_1(num_classes: int = 100, in_channels: int = 3) -> WideResNet:
     """WRN-16-1 (RepDistiller ``wrn_16_1``)."""
-    return WideResNet(16, 1, num_classes)
+    return WideResNet(16, 1, num_classes, in_channels=in_channels)
 
 
 @MODELS.register("wrn_16_2")
-def wrn_16_2(num_classes: int = 100) -> WideResNet:
+def wrn_16_2(num_classes: int = 100, in_channels: int = 3) -> WideResNet:
     """WRN-16-2 (RepDistiller ``wrn_16_2``)."""
-    return WideResNet(16, 2, num_classes)
+    return WideResNet(16, 2, num_classes, in_channels=in_channels)
 
 
 @MODELS.register("wrn_40_1")
-def wrn_40_1(num_classes: int = 100) -> WideResNet:
+def wrn_40_1(num_classes: int = 100, in_channels: int = 3) -> WideResNet:
     """WRN-40-1 (RepDistiller ``wrn_40_1``)."""
-    return WideResNet(40, 1, num_classes)
+    return WideResNet(40, 1, num_classes, in_channels=in_channels)
 
 
 @MODELS.register("wrn_40_2")
-def wrn_40_2(num_classes: int = 100) -> WideResNet:
+def wrn_40_2(num_classes: int = 100, in_channels: int = 3) -> WideResNet:
     """WRN-40-2 (RepDistiller ``wrn_40_2``)."""
-    return WideResNet(40, 2, num_classes)
+    return WideResNet(40, 2, num_classes, in_channels=in_channels)
