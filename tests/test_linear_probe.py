@@ -122,6 +122,40 @@ def test_dense_head_reads_per_pixel_labels_at_label_resolution():
     assert chance["metrics"]["mIoU"] < 40 and chance["sweep"] == [] and chance["selected_by"].startswith("the only")
 
 
+def test_an_interrupted_extraction_leaves_no_entry_and_is_redone(tmp_path):
+    from densekd.probe import FeatureCache
+    from densekd.probe.features import _NpyWriter
+
+    cache = FeatureCache(tmp_path / "features")
+    parts = {"tap": "layer3", "dataset": {"type": "X"}}
+
+    def broken(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        writer = _NpyWriter(folder / "features.npy", np.float32, (4, 2))
+        writer.array[:2] = 1.0
+        writer.discard()  # what extract() does when the loader fails half-way
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        cache.get_or_extract("train", parts, broken)
+    entry = cache.entry("train", parts)
+    assert list(entry.iterdir()) == []  # no final file, no temporary file, no meta.json
+
+    def complete(folder):
+        for name, shape in (("features", (4, 2)), ("labels", (4,))):
+            writer = _NpyWriter(folder / f"{name}.npy", np.float32 if name == "features" else np.int64, shape)
+            writer.array[:] = 1
+            writer.finish()
+        return {"features": [4, 2], "labels": [4]}
+
+    first = cache.get_or_extract("train", parts, complete)
+    assert not first["reused"] and (entry / "meta.json").is_file()
+    assert cache.get_or_extract("train", parts, broken)["reused"]  # complete: never extracted again
+    (entry / "meta.json").unlink()  # an entry without meta.json is not trusted
+    assert not cache.get_or_extract("train", parts, complete)["reused"]
+    assert cache.entry("val", parts) != entry and cache.entry("train", dict(parts, tap="layer2")) != entry
+
+
 # -- end to end: tools/linear_probe.py ---------------------------------------------------------------------------
 @MODELS.register("_PrototypeNet")
 class PrototypeNet(nn.Module):
