@@ -321,6 +321,10 @@ def test_probe_section_is_validated(tiny_config):
         validate(load_config(tiny_config(), ["probe.data.train=dict(type='SyntheticCIFAR100', num_sample=3)"]))
     with pytest.raises(ConfigError, match="probe.wd_grid must be a non-empty list"):
         ProbeSettings.from_config(load_config(tiny_config(), ["probe.wd_grid=[]"]))
+    with pytest.raises(ConfigError, match="probe.heldout takes a number; got 'ten'"):
+        ProbeSettings.from_config(load_config(tiny_config(), ["probe.heldout=ten"]))
+    with pytest.raises(ConfigError, match="probe.dense_epochs takes a whole number; got 2.5"):
+        ProbeSettings.from_config(load_config(tiny_config(), ["probe.dense_epochs=2.5"]))
 
 
 # -- pipelines: distil -> probe ----------------------------------------------------------------------------------

@@ -90,6 +90,22 @@ class ProbeSettings:
         return settings
 
     def check(self) -> None:
+        numbers = {"heldout": float, "seed": int, "max_iter": int, "dense_epochs": int, "dense_lr": float,
+                   "dense_batch_size": int, "dense_pool": int, "ignore_index": int, "num_classes": int,
+                   "batch_size": int, "num_workers": int}
+        for key, kind in numbers.items():
+            value = getattr(self, key)
+            if value is None and key in ("num_classes", "batch_size", "num_workers"):
+                continue
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (kind is float or
+                                                                                     float(value).is_integer())
+            if not ok:
+                raise ConfigError(f"probe.{key} takes {'a number' if kind is float else 'a whole number'}; got "
+                                  f"{value!r}")
+        for key in ("layer", "input", "target", "cache_dir"):
+            value = getattr(self, key)
+            if value is not None and not isinstance(value, str):
+                raise ConfigError(f"probe.{key} takes a string; got {value!r}")
         if self.mode not in MODES:
             raise ConfigError(f"probe.mode must be one of {', '.join(MODES)}; got {self.mode!r}")
         if self.cache_dtype not in CACHE_DTYPES:
