@@ -312,7 +312,10 @@ probe = dict(layer='layer2', dense_epochs=2, wd_grid=[1e-4, 1e-3], heldout=0.2)
 
 
 def test_probe_section_is_validated(tiny_config):
+    from densekd.engine.resume import is_safe
+
     assert SECTIONS["probe"] == {f for f in ProbeSettings.__dataclass_fields__}
+    assert is_safe("probe.layer") and is_safe("probe") and not is_safe("probes.x")  # training ignores it
     with pytest.raises(ConfigError, match="probe.layr.*Did you mean 'layer'"):
         validate(load_config(tiny_config(), ["probe.layr='x'"]))
     with pytest.raises(ConfigError, match="probe.mode .*must be 'auto', 'global'"):
