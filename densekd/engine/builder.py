@@ -16,7 +16,7 @@ from torch import nn
 
 from densekd.config import Config, ConfigError, config_name
 from densekd.data.sampling import build_loader
-from densekd.engine.checkpoint import load_weights
+from densekd.engine.checkpoint import load_checkpoint, load_partial_state, load_weights, model_state_from
 from densekd.registry import DATASETS, MODELS, TASKS
 from densekd.tasks.base import dataset_metadata
 
@@ -29,24 +29,31 @@ def _dataset_dicts(node):
             yield from _dataset_dicts(v)
 
 
+def _config_datasets(cfg: Config):
+    """Every dataset dict of the config: ``data.train``, ``data.val`` and the probe's ``probe.data.train`` /
+    ``probe.data.val`` (:mod:`densekd.probe`), nested wrappers included."""
+    sections = [cfg.get("data") or {}, ((cfg.get("probe") or {}).get("data") or {})]
+    for section in sections:
+        for split in ("train", "val"):
+            yield from _dataset_dicts(section.get(split))
+
+
 def use_synthetic(cfg: Config) -> None:
     """Replace every real dataset by its registered synthetic stand-in (``cls.synthetic``)."""
-    for split in ("train", "val"):
-        for ds in _dataset_dicts(cfg.get("data", {}).get(split)):
-            standin = getattr(DATASETS.get(ds["type"]), "synthetic", None)
-            if standin:
-                ds["type"] = standin
-                ds.pop("root", None)
+    for ds in _config_datasets(cfg):
+        standin = getattr(DATASETS.get(ds["type"]), "synthetic", None)
+        if standin:
+            ds["type"] = standin
+            ds.pop("root", None)
 
 
 def set_data_root(cfg: Config, root: str) -> None:
     """Point every real dataset of the config at ``root`` (``--data-root``)."""
     found = False
-    for split in ("train", "val"):
-        for ds in _dataset_dicts(cfg.get("data", {}).get(split)):
-            if getattr(DATASETS.get(ds["type"]), "synthetic", None):
-                ds["root"] = root
-                found = True
+    for ds in _config_datasets(cfg):
+        if getattr(DATASETS.get(ds["type"]), "synthetic", None):
+            ds["root"] = root
+            found = True
     if not found:
         raise ConfigError("--data-root was given but the config has no dataset with a `root` to set")
 
@@ -126,17 +133,60 @@ def build_model(model_cfg: dict, where: str = "model") -> nn.Module:
     return MODELS.build(copy.deepcopy(model_cfg), where=where)
 
 
-def build_student(cfg: Config) -> nn.Module:
-    """The config's ``model``, initialised from ``load_from`` (a densekd checkpoint's model weights or a plain
-    state dict) when the config sets it -- e.g. a pipeline stage starting from an earlier stage's best.pth --
-    with the submodules listed in ``freeze`` frozen (:func:`freeze_modules`)."""
+LOAD_FROM_KEYS = ("path", "exclude", "strict")
+
+
+def load_from_spec(value) -> dict:
+    """``load_from`` as ``dict(path=..., exclude=[...], strict=True)``: a string is the path alone."""
+    if isinstance(value, (str, Path)):
+        return dict(path=str(value), exclude=[], strict=True)
+    if not isinstance(value, dict):
+        raise ConfigError(f"load_from must be a checkpoint path or dict(path=..., exclude=[...], strict=True); got "
+                          f"{value!r}")
+    from densekd.registry import did_you_mean
+
+    for key in value:
+        if key not in LOAD_FROM_KEYS:
+            raise ConfigError(f"Unknown config key 'load_from.{key}'.{did_you_mean(key, LOAD_FROM_KEYS)} Valid keys "
+                              f"here: {', '.join(LOAD_FROM_KEYS)}")
+    path = value.get("path")
+    if not isinstance(path, (str, Path)) or not str(path):
+        raise ConfigError(f"load_from needs path=... (the checkpoint); got {value!r}")
+    exclude = value.get("exclude") or []
+    exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+    if not all(isinstance(p, str) and p for p in exclude):
+        raise ConfigError(f"load_from.exclude takes parameter-name patterns such as ['fc'] or ['fc.*', 'head.*']; "
+                          f"got {value.get('exclude')!r}")
+    strict = value.get("strict", True)
+    if not isinstance(strict, bool):
+        raise ConfigError(f"load_from.strict must be True or False; got {strict!r}")
+    return dict(path=str(path), exclude=exclude, strict=strict)
+
+
+def build_student(cfg: Config, info=None, warn=None) -> nn.Module:
+    """The config's ``model``, initialised from ``load_from`` when the config sets it -- e.g. a pipeline stage
+    starting from an earlier stage's best.pth -- with the submodules listed in ``freeze`` frozen
+    (:func:`freeze_modules`).
+
+    ``load_from`` is a path (a densekd checkpoint's model weights or a plain state dict, every weight must fit)
+    or ``dict(path=..., exclude=['fc'], strict=True)``: the parameters matching ``exclude`` (module paths or
+    fnmatch patterns of state-dict names) keep their fresh initialisation (a new head on distilled features);
+    ``strict=False`` loads what fits (same name and shape) and reports the rest. What was loaded and what was
+    not goes to ``info`` (``warn`` when something did not fit without being excluded)."""
     model = build_model(cfg["model"])
     if cfg.get("load_from"):
-        path = cfg["load_from"]
+        spec = load_from_spec(cfg["load_from"])
+        path = spec["path"]
         if not Path(path).is_file():
             raise FileNotFoundError(f"load_from={path!r}: no such checkpoint; train the run that writes it first "
                                     f"or fix the path")
-        load_weights(model, path, what="load_from")
+        ckpt = load_checkpoint(path)
+        report = load_partial_state(model, model_state_from(ckpt), exclude=spec["exclude"], strict=spec["strict"],
+                                    what="load_from", source=path, ckpt=ckpt)
+        surprising = report["missing"] or report["unexpected"] or report["mismatched"]
+        say = warn if surprising and warn is not None else info
+        if say is not None:
+            say("load_from: " + report.line(path))
     if cfg.get("freeze"):
         freeze_modules(model, cfg["freeze"])
     return model

@@ -267,3 +267,84 @@ def load_weights(model: torch.nn.Module, path: str | os.PathLike, what: str = "m
     foreign file."""
     ckpt = load_checkpoint(path)
     load_state(model, model_state_from(ckpt), what, str(path), ckpt=ckpt)
+
+
+# -- partial loading: a new head on old features ----------------------------------------------------------
+def matches_any(name: str, patterns) -> bool:
+    """``name`` (a state-dict key) matches one of ``patterns``: an fnmatch pattern (``'fc.*'``,
+    ``'*.num_batches_tracked'``) or a module path, which covers everything under it (``'fc'`` = ``'fc'`` and
+    ``'fc.*'``)."""
+    from fnmatch import fnmatchcase
+
+    return any(fnmatchcase(name, p) or name.startswith(p + ".") for p in patterns)
+
+
+class LoadReport(dict):
+    """What :func:`load_partial_state` did: ``loaded`` (names taken from the file), ``excluded`` (the model's names
+    left at their initialisation on purpose), ``missing`` (the model's names the file lacks), ``unexpected`` (the
+    file's names the model lacks) and ``mismatched`` (``'name AxB in the file vs CxD here'``), each a list."""
+
+    def line(self, source: str) -> str:
+        """One line for the log: what was loaded from ``source`` and what was not."""
+        parts = [f"loaded {len(self['loaded'])} tensors from {source}"]
+        if self["excluded"]:
+            parts.append(f"kept {len(self['excluded'])} at their initialisation (exclude): "
+                         f"{_examples(self['excluded'])}")
+        for key, what in (("missing", "missing from the file"), ("unexpected", "in the file but not in the model"),
+                          ("mismatched", "differ in shape, not loaded")):
+            if self[key]:
+                parts.append(f"{len(self[key])} {what}: {_examples(self[key])}")
+        return "; ".join(parts)
+
+
+def load_partial_state(model: torch.nn.Module, state: Any, exclude=(), strict: bool = True, what: str = "model",
+                       source: str = "the checkpoint", ckpt: Any = None) -> LoadReport:
+    """Load ``state`` into ``model`` except the names matching ``exclude`` (see :func:`matches_any`), which keep
+    the model's fresh initialisation -- e.g. a new classifier (``exclude=['fc']``) on distilled features.
+
+    ``strict=True``: every other name of the model must be in the file with the same shape and every other name
+    of the file must be in the model, else a :class:`CheckpointError` (as :func:`load_state`) that suggests
+    ``exclude``. ``strict=False``: the names both have with equal shapes are loaded and the rest is reported.
+    A pattern of ``exclude`` that matches no name of the model or the file is a ``ValueError`` (a typo would
+    otherwise load everything). Returns a :class:`LoadReport`."""
+    from densekd.registry import close_matches
+
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{what}: {source} holds a {type(state).__name__}, not a densekd checkpoint or a state "
+                              f"dict (parameter name -> tensor)")
+    exclude = [exclude] if isinstance(exclude, str) else list(exclude or ())
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    own = model.state_dict()
+    for pattern in exclude:
+        if not any(matches_any(k, [pattern]) for k in list(own) + list(state)):
+            modules = sorted({k.rsplit(".", 1)[0] for k in own})
+            hits = close_matches(pattern.rstrip(".*"), modules, n=3)
+            hint = f" Closest module paths: {', '.join(hits)}." if hits else ""
+            raise ValueError(f"{what}: exclude pattern {pattern!r} matches no parameter or buffer of "
+                             f"{type(model).__name__} nor of {source}.{hint}")
+    excluded = [k for k in own if matches_any(k, exclude)]
+    kept = {k: v for k, v in state.items() if not matches_any(k, exclude)}
+    mismatched = [f"{k} {_shape(v)} in the file vs {_shape(own[k])} here" for k, v in kept.items()
+                  if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    usable = {k: v for k, v in kept.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    report = LoadReport(loaded=sorted(usable, key=list(own).index), excluded=excluded,
+                        missing=[k for k in own if k not in kept and k not in excluded],
+                        unexpected=[k for k in kept if k not in own], mismatched=mismatched)
+    if strict and (report["missing"] or report["unexpected"] or report["mismatched"]):
+        parts = []
+        if mismatched:
+            parts.append(f"{len(mismatched)} parameters differ in shape: {_examples(mismatched, 3)}")
+        if report["missing"]:
+            parts.append(f"{len(report['missing'])} missing from the file: {_examples(report['missing'])}")
+        if report["unexpected"]:
+            parts.append(f"{len(report['unexpected'])} not in {type(model).__name__}: "
+                         f"{_examples(report['unexpected'])}")
+        written = _trained_model(ckpt)
+        hint = f" (the file was trained with model = {written})" if written else ""
+        raise CheckpointError(
+            f"{what} weights in {source} were written for another architecture than this "
+            f"{type(model).__name__}{hint}: {'; '.join(parts)}. Give the checkpoint of this model, leave a new part "
+            f"at its initialisation with exclude (e.g. load_from=dict(path=..., exclude=['fc'])), or load what fits "
+            f"with strict=False")
+    model.load_state_dict(usable, strict=False)
+    return report

@@ -23,7 +23,8 @@ SAFE_ON_RESUME = frozenset({
 })
 """Keys that may change on ``--resume`` (with a warning): logging, evaluation and checkpoint cadence, loader
 processes, the evaluation batch, handling of non-finite steps. Besides, every ``root`` of a dataset (where the
-same files live now) may change."""
+same files live now) and the ``probe`` section (how the run is judged afterwards, :mod:`densekd.probe`) may
+change."""
 
 
 def parse_dump(text: str) -> dict:
@@ -47,7 +48,8 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def is_safe(key: str) -> bool:
-    return key in SAFE_ON_RESUME or (key.startswith("data.") and key.endswith(".root"))
+    return key in SAFE_ON_RESUME or (key.startswith("data.") and key.endswith(".root")) or key == "probe" or \
+        key.startswith("probe.")
 
 
 _MISSING = object()

@@ -16,7 +16,8 @@ TOP_LEVEL = {
     "task": "TASKS", "model": "MODELS", "teacher": "teacher", "teachers": "teacher_list", "distill": "terms",
     "task_weight": None, "data": "data", "optimizer": "optimizer", "lr_schedule": "lr_schedule",
     "train": "train", "seed": None, "work_dir": None, "deterministic": None, "description": None,
-    "strategy": "STRATEGIES", "student_input": None, "load_from": None, "freeze": None,
+    "strategy": "STRATEGIES", "student_input": None, "load_from": "load_from", "freeze": None,
+    "probe": "probe",
 }
 MOVED = {  # keys that moved, with where they live now
     "train.init_epochs": "strategy.init_epochs (the distillation strategy's initialisation phase)",
@@ -25,13 +26,17 @@ MOVED = {  # keys that moved, with where they live now
 SECTIONS = {
     "data": {"train", "val", "batch_size", "val_batch_size", "num_workers", "pin_memory", "drop_last"},
     "optimizer": {"type", "lr", "momentum", "weight_decay", "nesterov", "dampening", "betas", "eps",
-                  "no_decay_norm_bias", "amsgrad"},
+                  "no_decay_norm_bias", "amsgrad", "param_groups"},
     "lr_schedule": {"type", "milestones", "gamma", "power", "min_lr_ratio", "by_epoch", "warmup_iters",
                     "warmup_ratio"},
     "train": {"epochs", "iters", "eval_interval", "log_interval", "checkpoint_interval", "grad_clip",
               "accumulate", "amp", "channels_last", "skip_nonfinite", "find_unused_parameters", "sync_bn",
               "eval_first", "max_consecutive_skips"},
     "teacher": {"model", "checkpoint", "config", "input"},
+    # linear probing (densekd.probe, tools/linear_probe.py); densekd.probe.settings.ProbeSettings documents them
+    "probe": {"layer", "mode", "model", "input", "target", "data", "augment", "num_classes", "ignore_index",
+              "batch_size", "num_workers", "heldout", "seed", "wd_grid", "max_iter", "dense_epochs", "dense_lr",
+              "dense_batch_size", "dense_pool", "cache_dtype", "cache_dir"},
 }
 
 
@@ -115,6 +120,24 @@ def validate(cfg: Config) -> None:
             for split in ("train", "val"):
                 if split in value and value[split] is not None:
                     _check_typed(value[split], f"data.{split}", DATASETS, cfg)
+        elif kind == "load_from":
+            if value:
+                from densekd.engine.builder import load_from_spec
+
+                try:
+                    load_from_spec(value)
+                except ConfigError as exc:
+                    raise ConfigError(f"{exc} (set in {cfg.source_of(key)})") from None
+        elif kind == "probe":
+            _check_probe(value, cfg)
+    rules = cfg.get_path("optimizer.param_groups")
+    if rules is not None:
+        from densekd.engine.optim import check_group_rules
+
+        try:
+            check_group_rules(rules)
+        except ValueError as exc:
+            raise ConfigError(f"{exc} (set in {cfg.source_of('optimizer.param_groups')})") from None
     if "teacher" in cfg and "teachers" in cfg:
         raise ConfigError("Give either `teacher` or `teachers`, not both "
                           f"(teacher set in {cfg.source_of('teacher')}, teachers in {cfg.source_of('teachers')})")
@@ -131,6 +154,24 @@ def validate(cfg: Config) -> None:
                           f"{cfg.source_of('train.iters')}); a schedule is either epoch- or iteration-based: "
                           f"set the other to None")
     cfg._validated_dump = cfg.dump()
+
+
+def _check_probe(value, cfg: Config) -> None:
+    if value is None:
+        return
+    _check_section(value, "probe", SECTIONS["probe"], cfg)
+    if value.get("model") is not None:
+        _check_typed(value["model"], "probe.model", MODELS, cfg)
+    data = value.get("data")
+    if data is not None:
+        _check_section(data, "probe.data", {"train", "val"}, cfg)
+        for split in ("train", "val"):
+            if data.get(split) is not None:
+                _check_typed(data[split], f"probe.data.{split}", DATASETS, cfg)
+    if value.get("mode", "auto") not in ("auto", "global", "dense"):
+        raise ConfigError(f"probe.mode (set in {cfg.source_of('probe.mode')}) must be 'auto', 'global' (pooled "
+                          f"features, a linear classifier) or 'dense' (per-pixel features, a 1x1 conv head); got "
+                          f"{value['mode']!r}")
 
 
 def _check_teacher(value, dotted: str, cfg: Config) -> None:

@@ -148,7 +148,8 @@ class Trainer:
 
         # -- strategy: models, teachers, optimisers ------------------------------
         ctx = BuildContext(cfg=cfg, task=self.task, train_set=self.train_set, iters_per_epoch=self.iters_per_epoch,
-                           synthetic=synthetic, warn=self.records.warning, calibration_batches=self._calibration_batches)
+                           synthetic=synthetic, warn=self.records.warning, calibration_batches=self._calibration_batches,
+                           info=self.records.info)
         self.strategy = build_strategy(cfg, ctx)
         self.student_input = ctx.student_input
         self.channels_last = bool(tcfg.get("channels_last", False)) and on_cuda

@@ -18,7 +18,7 @@ class StageResult:
     name: str
     config: str
     work_dir: Path
-    status: str  # trained, resumed, skipped, not selected, pending, failed, interrupted
+    status: str  # trained, resumed, probed, skipped, not selected, pending, failed, interrupted
     summary: dict | None = None
 
     def row(self) -> dict[str, Any]:
@@ -39,8 +39,9 @@ class StageResult:
             return f"stage {self.name!r}: {self.status}, no results yet"
         metric = r["primary_metric"] or "metric"
         best_at = f" @ iter {r['best_iter']}" if r["best_iter"] is not None else ""
+        iters = f"{r['iters']}/{r['total_iters']} iterations, " if r["iters"] is not None else ""
         return (f"stage {self.name!r} {self.status}: {metric} final {_num(r['final'])}, best {_num(r['best'])}"
-                f"{best_at} ({r['iters']}/{r['total_iters']} iterations, {_time(r['time_s'])}) in {self.work_dir}")
+                f"{best_at} ({iters}{_time(r['time_s'])}) in {self.work_dir}")
 
 
 def _num(v) -> str:

@@ -12,7 +12,7 @@ from densekd.engine.workdir import WorkDirError, earlier_run
 from densekd.pipelines import refs
 from densekd.pipelines.report import StageResult, markdown, write_report
 from densekd.pipelines.spec import Pipeline, PipelineError, Stage
-from densekd.pipelines.state import FINISHED, RESUME, budget_done, read_summary, stage_state
+from densekd.pipelines.state import FINISHED, RESUME, budget_done, probe_state, read_summary, stage_state
 
 
 def _is_main() -> bool:
@@ -108,7 +108,7 @@ class PipelineRunner:
 
     def stale_inputs(self, stage: Stage) -> list[str]:
         """References of a finished ``stage`` whose files are newer than its ``summary.json``."""
-        done = stage.work_dir / "summary.json"
+        done = stage.work_dir / ("probe_summary.json" if stage.kind == "probe" else "summary.json")
         stale = []
         for name, fld, _opt in stage.references(self.pipeline.options_of(stage)):
             path = refs.stage_path(self.pipeline.stage(name).work_dir, fld)
@@ -116,9 +116,37 @@ class PipelineRunner:
                 stale.append(f"{{{name}.{fld}}}")
         return stale
 
+    def state_of(self, stage: Stage):
+        """Where ``stage`` stands (:func:`~densekd.pipelines.state.stage_state`, or
+        :func:`~densekd.pipelines.state.probe_state` for a probe stage)."""
+        return (probe_state if stage.kind == "probe" else stage_state)(stage.work_dir, self.max_iters)
+
+    def run_probe_stage(self, stage: Stage) -> StageResult:
+        """A ``kind='probe'`` stage: skipped when its ``probe_summary.json`` is there, else probed."""
+        from densekd.probe import run_probe
+
+        state = self.state_of(stage)
+        if state.status == FINISHED:
+            stale = self.stale_inputs(stage)
+            if stale:
+                self.log(f"WARNING stage {stage.name!r} finished before its input {', '.join(stale)} was last "
+                         f"written; keeping its results. Delete {stage.work_dir} to probe the new one")
+            self.log(f"stage {stage.name!r}: already finished ({state.reason}); skipping")
+            return StageResult(stage.name, stage.config, stage.work_dir, "skipped", state.summary)
+        self.check_inputs(stage)
+        self.log(f"stage {stage.name!r}: probing {stage.checkpoint_path} with {stage.config} in {stage.work_dir}")
+        try:
+            summary = run_probe(stage.cfg, stage.checkpoint_path, stage.work_dir, device=self.device,
+                                max_steps=self.max_iters)
+        except USER_ERRORS as exc:
+            raise PipelineError(f"stage {stage.name!r} ({stage.config}): {exc}") from None
+        return StageResult(stage.name, stage.config, stage.work_dir, "probed", summary)
+
     def run_stage(self, stage: Stage) -> StageResult:
         from densekd.engine.trainer import Trainer
 
+        if stage.kind == "probe":
+            return self.run_probe_stage(stage)
         state = stage_state(stage.work_dir, self.max_iters)
         if state.status == FINISHED:
             changed = config_changes(stage.work_dir, stage.cfg)
@@ -166,14 +194,14 @@ class PipelineRunner:
             while pending:
                 stage = pending[0]
                 if stage.name not in selected:
-                    st = stage_state(stage.work_dir, self.max_iters)
+                    st = self.state_of(stage)
                     self.results.append(StageResult(stage.name, stage.config, stage.work_dir, "not selected",
                                                     st.summary))
                 else:
                     try:
                         result = self.run_stage(stage)
                     except BaseException:
-                        st = stage_state(stage.work_dir, self.max_iters)
+                        st = self.state_of(stage)
                         self.results.append(StageResult(stage.name, stage.config, stage.work_dir, "failed",
                                                         st.summary))
                         pending.pop(0)
@@ -193,7 +221,7 @@ class PipelineRunner:
             raise
         finally:
             for stage in pending:
-                st = stage_state(stage.work_dir, self.max_iters)
+                st = self.state_of(stage)
                 self.results.append(StageResult(stage.name, stage.config, stage.work_dir, "pending", st.summary))
             if _is_main():
                 write_report(p.shown_path, p.work_dir, self.results,

@@ -12,7 +12,13 @@ A pipeline config is a Python file, loaded with densekd's config loader (so ``_b
 Pipeline keys: ``stages`` (required), ``cfg_options``, ``work_dir`` (instead of the default
 ``work_dirs/<pipeline config name>/``), ``description`` (free text). Stage keys: ``name`` (letters,
 digits, ``_``, ``-``; the stage trains in ``<pipeline work dir>/<name>/``), ``config``, ``cfg_options``,
-``description``. A relative ``config`` is looked up from the current directory, the pipeline file's
+``description``, ``kind`` and ``checkpoint``. ``kind='train'`` (the default) trains the config; ``kind='probe'``
+linearly probes ``checkpoint`` (usually a reference such as ``'{distil.best}'``) with the config's ``model`` and
+``probe`` section (:mod:`densekd.probe`; set the tap with ``cfg_options={'probe.layer': 'feats[-1]'}``) and
+writes ``probe_summary.json`` instead of training::
+
+    dict(name='probe', kind='probe', config='configs/cifar100/students/resnet8x4.py', checkpoint='{crd.best}',
+         cfg_options={'probe.layer': 'feats[-1]'}), A relative ``config`` is looked up from the current directory, the pipeline file's
 directory, then the project root (the folder holding the pipeline file's ``configs/``).
 
 ``cfg_options`` is a list of ``'key=value'`` strings (as ``--cfg-options`` takes them) or a dict
@@ -35,7 +41,8 @@ from densekd.pipelines import refs
 from densekd.registry import did_you_mean
 
 PIPELINE_KEYS = {"stages", "cfg_options", "work_dir", "description"}
-STAGE_KEYS = {"name", "config", "cfg_options", "description"}
+STAGE_KEYS = {"name", "config", "cfg_options", "description", "kind", "checkpoint"}
+STAGE_KINDS = ("train", "probe")
 STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -68,9 +75,14 @@ class Stage:
     options: list[Option] = field(default_factory=list)
     description: str = ""
     cfg: Config | None = None  # resolved and validated at start-up
+    kind: str = "train"  # 'train' or 'probe'
+    checkpoint: Option | None = None  # a probe stage's checkpoint (as written, references unresolved)
+    checkpoint_path: str | None = None  # ... resolved
 
     def references(self, all_options: list[Option]) -> list[tuple[str, str, Option]]:
-        return [(name, fld, opt) for opt in all_options for name, fld in refs.find(opt.value)]
+        """Every reference of the stage: in its options and in a probe stage's ``checkpoint``."""
+        own = [self.checkpoint] if self.checkpoint is not None else []
+        return [(name, fld, opt) for opt in all_options + own for name, fld in refs.find(opt.value)]
 
 
 @dataclass
@@ -226,8 +238,22 @@ def load_pipeline(path: str | Path, *, cli_options: list[str] | tuple[str, ...] 
             raise PipelineError(f"{path}: duplicate stage name {name!r} (stages {[s.name for s in stages].index(name)}"
                                 f" and {i}); every stage needs its own name")
         options = parse_options(st.get("cfg_options"), f"{path} stage {name!r} cfg_options", "stage")
+        kind = st.get("kind", "train")
+        if kind not in STAGE_KINDS:
+            raise PipelineError(f"{where}: kind must be one of {', '.join(map(repr, STAGE_KINDS))}; got {kind!r}."
+                                f"{did_you_mean(str(kind), STAGE_KINDS)}")
+        checkpoint = None
+        if kind == "probe":
+            if not isinstance(st.get("checkpoint"), str) or not st["checkpoint"]:
+                raise PipelineError(f"{where}: a probe stage needs checkpoint= (the weights it probes, e.g. "
+                                    f"'{{STAGE.best}}'); got {st.get('checkpoint')!r}")
+            checkpoint = Option("checkpoint", st["checkpoint"], False, f"{path} stage {name!r} checkpoint", "stage")
+        elif "checkpoint" in st:
+            raise PipelineError(f"{where}: checkpoint= belongs to probe stages (kind='probe'); a training stage reads "
+                                f"earlier checkpoints through cfg_options (e.g. 'load_from' or 'teacher.checkpoint')")
         stages.append(Stage(name=name, index=i, config=st["config"], config_path=Path(), work_dir=root / name,
-                            options=options, description=str(st.get("description") or "")))
+                            options=options, description=str(st.get("description") or ""), kind=kind,
+                            checkpoint=checkpoint))
 
     pipeline = Pipeline(path=path, work_dir=root, stages=stages,
                         options=parse_options(raw.get("cfg_options"), f"{path} cfg_options", "pipeline"),
@@ -243,7 +269,35 @@ def load_pipeline(path: str | Path, *, cli_options: list[str] | tuple[str, ...] 
         stage.config_path = find_config(stage.config, path, f"{path} stage {stage.name!r}")
         stage.cfg = stage_config(pipeline, stage, seed=seed, data_root=data_root, synthetic=synthetic)
         check_teacher_models(pipeline, stage)
+        if stage.kind == "probe":
+            stage.checkpoint_path = refs.substitute(stage.checkpoint.value,
+                                                    lambda n, f: resolve_reference(pipeline, n, f))
+            check_probe_stage(stage)
     return pipeline
+
+
+def check_probe_stage(stage: Stage) -> None:
+    """A probe stage's ``probe`` section, and its tap on the model (when the model can be built before the
+    earlier stages have run: a ``pretrained=`` file they write is not there yet)."""
+    from densekd.engine.builder import build_model
+    from densekd.probe import ProbeSettings, resolve_tap
+
+    where = f"stage {stage.name!r} ({stage.config})"
+    try:
+        settings = ProbeSettings.from_config(stage.cfg)
+    except ConfigError as exc:
+        raise PipelineError(f"{where}: {exc}") from None
+    if not settings.layer:
+        raise PipelineError(f"{where}: a probe stage needs a tap: cfg_options={{'probe.layer': 'feats[-1]'}} (or "
+                            f"probe.layer in the config); python tools/list_taps.py CONFIG lists them")
+    try:
+        model = build_model(settings.model or stage.cfg["model"], where="probe model")
+    except (FileNotFoundError, OSError):
+        return
+    try:
+        resolve_tap(model, settings.layer)
+    except LookupError as exc:
+        raise PipelineError(f"{where}: {exc}") from None
 
 
 def check_teacher_models(pipeline: Pipeline, stage: Stage) -> None:
@@ -278,6 +332,11 @@ def check_references(pipeline: Pipeline, stage: Stage) -> None:
             raise PipelineError(f"{opt.source}: {ref}: unknown field {fld!r}.{did_you_mean(fld, refs.FIELDS)} "
                                 f"A reference is {{STAGE.best}}, {{STAGE.last}} or {{STAGE.work_dir}}")
         if name in earlier:
+            source = pipeline.stage(name)
+            if source.kind == "probe" and fld != "work_dir":
+                raise PipelineError(f"{opt.source}: {ref}: stage {name!r} is a probe stage, which writes no "
+                                    f"checkpoints (its results are {{{name}.work_dir}}/probe_summary.json); read the "
+                                    f"checkpoint of the stage it probes instead")
             continue
         if name == stage.name:
             raise PipelineError(f"{opt.source}: {ref} references stage {name!r} itself; a stage can only read "

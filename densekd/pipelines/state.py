@@ -56,3 +56,18 @@ def stage_state(stage_dir: Path, max_iters: int | None = None) -> StageState:
     if (ckpts / "last.pth").is_file():
         return StageState(RESUME, summary, f"{ckpts / 'last.pth'} without a finished summary.json")
     return StageState(FRESH, None, "no checkpoint yet")
+
+
+def probe_state(stage_dir: Path, max_iters: int | None = None) -> StageState:
+    """A probe stage (``kind='probe'``) is finished when its ``probe_summary.json`` says completed, from a run
+    without a step cap or with one of at least ``max_iters``; otherwise it starts afresh (a probe has nothing to
+    resume: its cached features make a rerun cheap)."""
+    from densekd.probe import read_summary as read_probe_summary
+
+    summary = read_probe_summary(stage_dir)
+    if summary is not None and summary.get("completed"):
+        cap = summary.get("max_iters")
+        if cap is None or (max_iters is not None and cap >= max_iters):
+            why = "probe_summary.json says completed" + (f" (fits capped at {cap} steps)" if cap is not None else "")
+            return StageState(FINISHED, summary, why)
+    return StageState(FRESH, None, "no finished probe_summary.json yet")

@@ -21,7 +21,7 @@ no ``distill`` terms.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import torch
@@ -44,7 +44,8 @@ class BuildContext:
 
     ``cfg`` the validated run config; ``task``; ``train_set``; ``iters_per_epoch`` of the train loader;
     ``synthetic`` (missing teacher checkpoints are warnings); ``warn(msg)``; ``calibration_batches()``
-    yields a few training batches outside the training order's RNG (for untrained teachers' BatchNorm).
+    yields a few training batches outside the training order's RNG (for untrained teachers' BatchNorm);
+    ``info(msg)`` (e.g. what ``load_from`` loaded; default: nowhere).
     """
 
     cfg: Config
@@ -54,6 +55,7 @@ class BuildContext:
     synthetic: bool
     warn: Callable[[str], None]
     calibration_batches: Callable[[], Iterable[dict]]
+    info: Callable[[str], None] = field(default=lambda _msg: None)
 
     @property
     def student_input(self) -> str:

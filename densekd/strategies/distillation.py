@@ -39,7 +39,7 @@ class DistillationStrategy(Strategy):
     def __init__(self, ctx: BuildContext, init_epochs: int = 30, init_lr: float | None = None):
         super().__init__(ctx)
         cfg = ctx.cfg
-        student = build_student(cfg)
+        student = build_student(cfg, info=ctx.info, warn=ctx.warn)
         teachers, inputs, untrained = build_teachers(cfg, ctx.synthetic, warn=ctx.warn)
         for teacher, key, random_init in zip(teachers, inputs, untrained):
             if random_init:
@@ -50,7 +50,8 @@ class DistillationStrategy(Strategy):
                                 num_classes=getattr(ctx.train_set, "num_classes", None),
                                 num_data=len(ctx.train_set), teacher_inputs=inputs, student_input=ctx.student_input)
         separate = {id(p) for p in self.distiller.separate_parameters()}
-        self.optimizer = build_optimizer(cfg.get("optimizer", dict(type="SGD", lr=0.1)), [self.distiller], separate)
+        self.optimizer = build_optimizer(cfg.get("optimizer", dict(type="SGD", lr=0.1)), [self.distiller], separate,
+                                         named=student)
         self.critics = CriticSteps(self.distiller)
         self.init_total = 0
         self.init_optimizer = None

@@ -89,7 +89,7 @@ class MutualLearningStrategy(Strategy):
                 raise ConfigError(f"strategy 'mutual_learning' trains its students from each other; remove "
                                   f"`{key}` from the config (or use strategy 'distillation')")
         self.names = peer_names(len(peers))
-        students = [build_student(cfg)] + [build_model(p, where=f"strategy.peers.{i}") for i, p in enumerate(peers)]
+        students = [build_student(cfg, info=ctx.info, warn=ctx.warn)] + [build_model(p, where=f"strategy.peers.{i}") for i, p in enumerate(peers)]
         loss = LOSSES.build(dict(peer_loss or dict(type="KD", T=1.0)), where="strategy.peer_loss")
         check_capabilities(loss)
         self.module = Cohort(students, self.names, ctx.task, loss, weight, ctx.student_input)
@@ -98,7 +98,8 @@ class MutualLearningStrategy(Strategy):
             raise ConfigError(f"strategy.peer_optimizers has {len(peer_optimizers)} entries for {len(peers)} peers; "
                               f"give one dict per peer (an empty dict keeps `optimizer`)")
         per_student = [ocfg] + [dict(ocfg, **o) for o in (peer_optimizers or [{}] * len(peers))]
-        self._optimizers = {name: build_optimizer(o, [m]) for name, o, m in zip(self.names, per_student, students)}
+        self._optimizers = {name: build_optimizer(o, [m], named=m)
+                            for name, o, m in zip(self.names, per_student, students)}
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return dict(self._optimizers)
