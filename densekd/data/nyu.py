@@ -46,6 +46,7 @@ import os
 from typing import Sequence
 
 import numpy as np
+import torch
 from torch.utils.data import Dataset
 
 from densekd.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SegEvalTransform, SegTrainTransform
@@ -299,15 +300,32 @@ def valid_depth(depth: np.ndarray, max_depth: float | None) -> np.ndarray:
     return d
 
 
+def _pack_hha(hha: np.ndarray) -> np.ndarray:
+    """H x W x 3 uint8 -> one H x W float32 channel ``65536 h + 256 h' + a`` (below 2 ** 24, so float32 holds it
+    exactly), so HHA rides the geometry pipeline as a single nearest-neighbour extra (OpenCV pads at most four
+    channels with their own values)."""
+    h = hha.astype(np.int64)
+    return (h[:, :, 0] * 65536 + h[:, :, 1] * 256 + h[:, :, 2]).astype(np.float32)
+
+
+def _unpack_hha(packed: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_pack_hha`: h x w float -> 3 x h x w float (0..255)."""
+    v = packed.round().long()
+    return torch.stack([v // 65536, (v // 256) % 256, v % 256]).float()
+
+
 _NEAREST = getattr(cv2, "INTER_NEAREST_EXACT", getattr(cv2, "INTER_NEAREST", 0)) if cv2 is not None else 0
 
 
 class NYUTransform:
     """Joint transform of (image, depth[, label]) for NYU (see the module docstring for the conventions).
 
-    Call: ``t(image H x W x 3 uint8, depth H x W float metres, label H x W ints or None)`` ->
-    ``{'image': 3 x h x w float, 'depth': 1 x h x w float32, 'label': h x w int64 (if a label was given),
-    'scale': the scale factor applied (1.0 without scaling)}``.
+    Call: ``t(image H x W x 3 uint8, depth H x W float metres, label H x W ints or None, hha H x W x 3 uint8 or
+    None)`` -> ``{'image': 3 x h x w float, 'depth': 1 x h x w float32, 'label': h x w int64 (if a label was
+    given), 'hha': 3 x h x w float (if HHA was given: ``(x / 255 - hha_mean) / hha_std``, ImageNet statistics
+    by default, as HHA networks start from RGB architectures), 'scale': the scale factor applied (1.0 without
+    scaling)}``. HHA goes through the depth's geometry (nearest neighbour, padding 0) and, like the image, keeps
+    its values when the frame is scaled (it is not recomputed for the zoomed scene).
 
     Training (``augment=True``): the scale factor ``s ~ U(scale_range)`` is one draw from the *global* numpy
     RNG, then pad / crop / flip run through :class:`~densekd.data.transforms.SegTrainTransform` (re-seeded from
@@ -319,7 +337,13 @@ class NYUTransform:
 
     def __init__(self, augment: bool, crop_size=None, scale_range: Sequence[float] | None = (1.0, 1.5),
                  flip: bool = True, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
-                 max_depth: float | None = 10.0, label_fill: int = IGNORE, scale_depth: bool = True):
+                 max_depth: float | None = 10.0, label_fill: int = IGNORE, scale_depth: bool = True,
+                 hha_mean: Sequence[float] = IMAGENET_MEAN, hha_std: Sequence[float] = IMAGENET_STD):
+        if len(hha_mean) != 3 or len(hha_std) != 3 or min(hha_std) <= 0:
+            raise ValueError(f"hha_mean and hha_std must be 3 values (std > 0) as fractions of 255; got {hha_mean}, "
+                             f"{hha_std}")
+        self.hha_mean = torch.tensor([float(m) for m in hha_mean])
+        self.hha_std = torch.tensor([float(v) for v in hha_std])
         if max_depth is not None and not max_depth > 0:
             raise ValueError(f"max_depth must be > 0 metres (or None for no limit); got {max_depth!r}")
         if scale_range is not None:
@@ -334,11 +358,12 @@ class NYUTransform:
         if self.augment:
             self.geometry = SegTrainTransform(crop_size=crop_size, scale_range=None, flip=flip, photometric=False,
                                               mean=mean, std=std, ignore_index=self.label_fill,
-                                              extra_fill={"depth": 0.0})
+                                              extra_fill={"depth": 0.0, "hha": 0.0})
         else:
             self.geometry = SegEvalTransform(mean=mean, std=std)
 
-    def __call__(self, image: np.ndarray, depth: np.ndarray, label: np.ndarray | None = None) -> dict:
+    def __call__(self, image: np.ndarray, depth: np.ndarray, label: np.ndarray | None = None,
+                 hha: np.ndarray | None = None) -> dict:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"image must be H x W x 3 uint8; got {image.shape} {image.dtype}")
@@ -349,6 +374,11 @@ class NYUTransform:
         lab = np.asarray(label) if has_label else np.zeros(image.shape[:2], dtype=np.uint8)
         if lab.shape != image.shape[:2]:
             raise ValueError(f"label is {lab.shape} but the image is {image.shape[:2]}")
+        if hha is not None:
+            hha = np.asarray(hha)
+            if hha.shape != image.shape or hha.dtype != np.uint8:
+                raise ValueError(f"hha must be H x W x 3 uint8 on the image's grid {image.shape}; got {hha.shape} "
+                                 f"{hha.dtype}")
         s = 1.0
         if self.scale_range is not None and self.scale_range != (1.0, 1.0):
             s = float(np.random.uniform(*self.scale_range))
@@ -358,10 +388,18 @@ class NYUTransform:
             depth = cv2.resize(depth, size, interpolation=_NEAREST)
             lab = cv2.resize(lab.astype(np.uint16 if lab.max(initial=0) > 255 else np.uint8), size,
                              interpolation=_NEAREST)
+            if hha is not None:
+                hha = cv2.resize(hha, size, interpolation=_NEAREST)
             if self.scale_depth:
                 depth = depth / np.float32(s)
-        out = self.geometry(image, lab, depth=depth)
+        extras = {"depth": depth}
+        if hha is not None:  # same geometry as the image, nearest-neighbour like the depth it encodes
+            extras["hha"] = _pack_hha(hha)
+        out = self.geometry(image, lab, **extras)
         sample = {"image": out["image"], "depth": out["depth"].unsqueeze(0), "scale": s}
+        if hha is not None:
+            raw = _unpack_hha(out["hha"])
+            sample["hha"] = (raw / 255.0 - self.hha_mean[:, None, None]) / self.hha_std[:, None, None]
         if has_label:
             sample["label"] = out["target"]
         return sample
@@ -369,6 +407,31 @@ class NYUTransform:
     def __repr__(self) -> str:
         return (f"NYUTransform(augment={self.augment}, scale_range={self.scale_range}, max_depth={self.max_depth}, "
                 f"scale_depth={self.scale_depth}, geometry={self.geometry!r})")
+
+
+HHA_PATTERN = "{frame:04d}.png"
+
+
+def hha_path(folder: str, pattern: str, j: int) -> str:
+    """The HHA file of frame ``j`` (0-based in the labeled file): ``pattern`` with ``frame`` = j + 1, ``index`` = j."""
+    try:
+        return os.path.join(folder, pattern.format(frame=j + 1, index=j))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ValueError(f"hha_pattern {pattern!r} is not a valid pattern ({exc}); use fields {{frame}} (1-based) "
+                         f"or {{index}} (0-based), e.g. '{HHA_PATTERN}'") from None
+
+
+def _check_hha_dir(folder: str, pattern: str, frames: list[int]) -> None:
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"HHA folder not found: {folder!r}. Write it with `python tools/make_hha.py ROOT` "
+                                f"(densekd's HHA encoding), put your own HHA PNGs there (named {pattern!r}, frame = "
+                                f"1-based frame number), or set hha='compute'")
+    for j in frames:
+        path = hha_path(folder, pattern, j)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"HHA image not found: {path!r} (frame {j + 1}; hha_pattern {pattern!r}). Write "
+                                    f"them with `python tools/make_hha.py ROOT`, or set hha_pattern to your files' "
+                                    f"naming, or set hha='compute'")
 
 
 def _check_target(target: str) -> str:
@@ -399,6 +462,13 @@ class NYUDepthV2(Dataset):
         scale_depth: see :class:`NYUTransform`.
         target: ``'label'`` or ``'depth'``: what ``sample['target']`` is.
         depth_key: ``'depths'`` (in-painted, default) or ``'rawDepths'`` (Kinect measurements with holes).
+        hha: ``None`` (no HHA), a folder of HHA PNGs (relative to ``root``; one 3-channel 8-bit image per frame,
+            named by ``hha_pattern``), or ``'compute'``: :func:`~densekd.data.hha.depth_to_hha` of the frame's
+            in-painted ``depths`` with NYU's intrinsics, on the fly (``tools/make_hha.py ROOT`` writes the same
+            images once). Samples then have ``hha`` (3 x h x w, the image's geometry; see :class:`NYUTransform`).
+        hha_pattern: file name of frame ``frame`` (1-based position in the labeled file, as MATLAB counts;
+            ``index`` is the 0-based one), default ``'{frame:04d}.png'``.
+        hha_mean, hha_std: normalisation of the HHA channels (fractions of 255), default ImageNet's.
 
     The h5py handle is opened on first access in each process (the pid is remembered, a forked DataLoader
     worker opens its own) and every read indexes a single frame; the file is never read whole.
@@ -421,7 +491,9 @@ class NYUDepthV2(Dataset):
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  max_depth: float | None = 10.0, target: str = "label",
                  mapping_keys: Sequence[str] = ("mapClass", "className"), mapping13_file: str | None = None,
-                 depth_key: str = "depths", scale_depth: bool = True):
+                 depth_key: str = "depths", scale_depth: bool = True, hha: str | None = None,
+                 hha_pattern: str = HHA_PATTERN, hha_mean: Sequence[float] = IMAGENET_MEAN,
+                 hha_std: Sequence[float] = IMAGENET_STD):
         if root is None:
             raise FileNotFoundError(f"NYUDepthV2 needs root=PATH (use --data-root), laid out as {LABELED_LAYOUT}; "
                                     f"or run with --synthetic to use SyntheticNYUDepthV2")
@@ -441,7 +513,13 @@ class NYUDepthV2(Dataset):
         self.augment = augment
         self.max_depth = max_depth
         self.transform = NYUTransform(augment, crop_size, scale_range, flip, mean, std, max_depth,
-                                      label_fill=self.label_fill, scale_depth=scale_depth)
+                                      label_fill=self.label_fill, scale_depth=scale_depth, hha_mean=hha_mean,
+                                      hha_std=hha_std)
+        self.hha = hha
+        self.hha_pattern = hha_pattern
+        self.hha_dir = None if hha in (None, "compute") else _resolve(self.root, hha)
+        if self.hha_dir is not None:
+            _check_hha_dir(self.hha_dir, hha_pattern, [int(j) for j in self.frames[:1]])
         self._handle = None
         self._handle_pid = None
 
@@ -549,10 +627,25 @@ class NYUDepthV2(Dataset):
         label = raw.astype(np.uint16) if self.lut is None else map_labels(raw, self.lut, where)
         return image, depth, label
 
+    def load_hha(self, index: int) -> np.ndarray:
+        """HHA of sample ``index`` (H x W x 3 uint8): read from ``hha`` (a folder) or computed from ``depths``."""
+        j = int(self.frames[index])
+        if self.hha_dir is None:
+            from densekd.data.hha import NYU_INTRINSICS, depth_to_hha, scaled_intrinsics
+
+            depth = np.ascontiguousarray(self._h5()["depths"][j].T, dtype=np.float32)
+            return depth_to_hha(depth, scaled_intrinsics(NYU_INTRINSICS, depth.shape))
+        from densekd.data.hha import read_hha
+
+        return read_hha(hha_path(self.hha_dir, self.hha_pattern, j), self.frame_size)
+
     def __getitem__(self, index: int) -> dict:
         image, depth, label = self.load(index)
-        out = self.transform(image, depth, label)
+        hha = None if self.hha is None else self.load_hha(index)
+        out = self.transform(image, depth, label, hha=hha)
         sample = {"image": out["image"], "depth": out["depth"], "label": out["label"]}
+        if hha is not None:
+            sample["hha"] = out["hha"]
         sample["target"] = sample[self.target]
         sample["index"] = int(index)
         return sample
@@ -560,6 +653,36 @@ class NYUDepthV2(Dataset):
     def __repr__(self) -> str:
         return (f"NYUDepthV2(root={self.root!r}, split={self.split!r}, n={len(self)}, target={self.target!r}, "
                 f"num_classes={self.num_classes}, augment={self.augment})")
+
+
+def write_hha_folder(root: str, mat_file: str = "nyu_depth_v2_labeled.mat", out: str = "hha",
+                     pattern: str = HHA_PATTERN, depth_key: str = "depths", overwrite: bool = False,
+                     progress: bool = True) -> tuple[str, int]:
+    """Compute :func:`~densekd.data.hha.depth_to_hha` (NYU's intrinsics) of every frame's ``depth_key`` in the
+    labeled file and write it as ``ROOT/out/<pattern>`` (what ``NYUDepthV2(hha=out)`` reads). Frames whose file
+    exists are kept unless ``overwrite``. Returns (folder, number of files written)."""
+    from tqdm import tqdm
+
+    from densekd.data.hha import NYU_INTRINSICS, depth_to_hha, scaled_intrinsics, write_hha
+
+    root = os.path.expanduser(str(root))
+    path = _resolve(root, mat_file)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"NYU-Depth v2 labeled file not found: {path!r}. Expected layout: {LABELED_LAYOUT}")
+    folder = _resolve(root, out)
+    written = 0
+    with _h5py().File(path, "r") as f:
+        if depth_key not in f:
+            raise KeyError(f"{path!r} has no dataset {depth_key!r} (it has {sorted(f.keys())})")
+        depths = f[depth_key]
+        for j in tqdm(range(depths.shape[0]), desc="HHA", disable=not progress):
+            target = hha_path(folder, pattern, j)
+            if os.path.isfile(target) and not overwrite:
+                continue
+            depth = np.ascontiguousarray(depths[j].T, dtype=np.float32)
+            write_hha(target, depth_to_hha(depth, scaled_intrinsics(NYU_INTRINSICS, depth.shape)))
+            written += 1
+    return folder, written
 
 
 def mat_strings_h5(f, key: str) -> list[str] | None:

@@ -33,8 +33,10 @@ from typing import Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
-from densekd.data.nyu import (CLASSES13, CLASSES40, IGNORE, MAP40_TO_13, NUM_RAW_CLASSES, NYU_FOCAL, NYU_FRAME,
-                              PALETTE13, PALETTE40, NYUTransform, _check_target, label_lut, write_image)
+from densekd.data.hha import depth_to_hha, write_hha
+from densekd.data.nyu import (CLASSES13, CLASSES40, HHA_PATTERN, IGNORE, MAP40_TO_13, NUM_RAW_CLASSES, NYU_FOCAL,
+                              NYU_FRAME, PALETTE13, PALETTE40, NYUTransform, _check_target, hha_path, label_lut,
+                              write_image)
 from densekd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from densekd.registry import DATASETS
 
@@ -797,10 +799,13 @@ class SyntheticNYUDepthV2(_RenderedRooms):
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  max_depth: float | None = 10.0, target: str = "label",
                  mapping_keys: Sequence[str] = ("mapClass", "className"), mapping13_file: str | None = None,
-                 depth_key: str = "depths", scale_depth: bool = True, num_samples: int | None = None,
+                 depth_key: str = "depths", scale_depth: bool = True, hha: str | None = None,
+                 hha_pattern: str = HHA_PATTERN, hha_mean: Sequence[float] = IMAGENET_MEAN,
+                 hha_std: Sequence[float] = IMAGENET_STD, num_samples: int | None = None,
                  size: Sequence[int] | int = (96, 128)):
         if split not in ("train", "test"):
             raise ValueError(f"NYU-Depth v2 split must be 'train' or 'test'; got {split!r}")
+        self.hha = hha  # any value but None: computed from the room's complete depth (no files to read)
         if depth_key not in ("depths", "rawDepths"):
             raise ValueError(f"depth_key must be 'depths' or 'rawDepths'; got {depth_key!r}")
         self.root, self.split = root, split
@@ -829,7 +834,8 @@ class SyntheticNYUDepthV2(_RenderedRooms):
         self.max_depth = max_depth
         self.crop_size = _clamp_crop(crop_size, self.size)
         self.transform = NYUTransform(augment, self.crop_size, scale_range, flip, mean, std, max_depth,
-                                      label_fill=self.label_fill, scale_depth=scale_depth)
+                                      label_fill=self.label_fill, scale_depth=scale_depth, hha_mean=hha_mean,
+                                      hha_std=hha_std)
 
     def __len__(self) -> int:
         return self.num_samples
@@ -841,22 +847,31 @@ class SyntheticNYUDepthV2(_RenderedRooms):
         label = r["raw_label"] if self.lut is None else self.lut[r["raw_label"].astype(np.int64)]
         return r["image"], depth, label
 
+    def load_hha(self, index: int) -> np.ndarray:
+        """HHA (H x W x 3 uint8) of the room's complete depth with its own camera (:func:`depth_to_hha`)."""
+        r = self.render(index)
+        return depth_to_hha(r["depth"], r["K"])
+
     def __getitem__(self, index: int) -> dict:
         image, depth, label = self.load(index)
-        out = self.transform(image, depth, label)
+        hha = None if self.hha is None else self.load_hha(index)
+        out = self.transform(image, depth, label, hha=hha)
         sample = {"image": out["image"], "depth": out["depth"], "label": out["label"]}
+        if hha is not None:
+            sample["hha"] = out["hha"]
         sample["target"] = sample[self.target]
         sample["index"] = int(index)
         return sample
 
     @classmethod
     def write_tree(cls, root: str, n_train: int = 6, n_test: int = 3, size: Sequence[int] = (96, 128),
-                   names: bool = True) -> dict[str, str]:
+                   names: bool = True, hha: str | None = None) -> dict[str, str]:
         """Write ``nyu_depth_v2_labeled.mat`` (with ``depths``, ``rawDepths``, raw ``labels`` and ``names``),
         ``splits.mat`` and ``classMapping40.mat`` under ``root`` from the synthetic rooms. The frames of both
         splits are interleaved in the .mat file (test = every third frame, like the official scene-wise split);
         ``NYUDepthV2(root, split).load(i)`` then equals ``SyntheticNYUDepthV2(split=split, size=size).load(i)``.
-        Returns the three paths."""
+        With ``hha='hha'`` also the HHA PNG of every frame (:meth:`load_hha`) in ``root/hha``, named by
+        :data:`~densekd.data.nyu.HHA_PATTERN`. Returns the paths."""
         n = n_train + n_test
         order = np.arange(n)
         test_pos = order[order % 3 == 2][:n_test]
@@ -880,6 +895,12 @@ class SyntheticNYUDepthV2(_RenderedRooms):
         write_labeled_mat(paths["mat_file"], images, depths, labels, names=raw_names, raw_depths=raw_depths)
         write_splits_mat(paths["splits_file"], train_pos, test_pos)
         write_mapping_mat(paths["mapping_file"], SYNTHETIC_MAP_CLASS, CLASSES40)
+        if hha is not None:  # HHA PNGs in the folder `hha` under root, named by the default pattern
+            paths["hha"] = os.path.join(root, hha)
+            for split, positions in (("train", train_pos), ("test", test_pos)):
+                ds = cls(split=split, num_samples=max(len(positions), 1), size=size, augment=False)
+                for i, j in enumerate(positions):
+                    write_hha(hha_path(paths["hha"], HHA_PATTERN, int(j)), ds.load_hha(i))
         return paths
 
     def __repr__(self) -> str:
