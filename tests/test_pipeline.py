@@ -356,3 +356,65 @@ def test_pretrain_probe_finetune_config_freezes_features_and_hands_weights_on(tm
     probed = model_weights(work / "probe/checkpoints/last.pth")
     for k, v in probed.items():  # the probe trains the classifier only, on the distilled student's features
         assert torch.equal(v, crd[k]) != k.startswith("fc."), k
+
+
+def test_kd_chain_builds_any_number_of_assistants():
+    from densekd.pipelines.chains import kd_chain
+
+    pipe = load_pipeline(ROOT / "configs/pipelines/cifar100_takd_resnet110_to_resnet8.py", synthetic=True)
+    chain = ["resnet110", "resnet56", "resnet32", "resnet20", "resnet14", "resnet8"]
+    assert pipe.names == chain
+    for prev, name in zip(chain, chain[1:]):
+        cfg = pipe.stage(name).cfg
+        assert cfg["model"]["type"] == name and cfg["teacher"]["model"]["type"] == prev
+        assert cfg["teacher"]["checkpoint"].endswith(f"{prev}/checkpoints/best.pth")
+        assert [d["type"] for d in cfg["distill"]] == ["KD"]
+    assert "teacher" not in pipe.stage("resnet110").cfg
+    direct = load_pipeline(ROOT / "configs/pipelines/cifar100_takd_resnet110_resnet8_direct.py", synthetic=True)
+    assert direct.names == ["resnet110", "resnet8"]
+    with pytest.raises(ValueError, match="unique stage names"):
+        kd_chain(["resnet20", "resnet20"], teacher_config="t.py", stage_config="s.py")
+    with pytest.raises(ValueError, match="at least one student"):
+        kd_chain(["resnet20"], teacher_config="t.py", stage_config="s.py")
+
+
+def test_chain_interrupted_in_the_assistant_stage_resumes_there_then_teaches_the_student(tiny_config, tmp_path):
+    marker = tmp_path / "interrupt-once"
+    marker.touch()
+    teacher = tiny_config("teacher.py", extra=TEACHER_MODEL)
+    assistant = tiny_config("assistant.py", extra=STUDENT_EXTRA + (
+        f"distill = [dict(type='KD', T=4, weight=0.9), dict(type='_PipelineSigterm', after=4, "
+        f"marker={str(marker)!r})]\n"))
+    student = tiny_config("student.py", extra=STUDENT_EXTRA)
+    path = tmp_path / "chain.py"
+    path.write_text(f"""
+stages = [
+    dict(name='teacher', config='{teacher}'),
+    dict(name='assistant', config='{assistant}', cfg_options={{'teacher.checkpoint': '{{teacher.best}}'}}),
+    dict(name='student', config='{student}', cfg_options={{'teacher.checkpoint': '{{assistant.best}}',
+                                                          'teacher.model.width': 8}}),
+]
+""")
+    work = tmp_path / "work"
+    with pytest.raises(SystemExit) as exc:
+        run(path, work)
+    assert exc.value.code == 128 + signal.SIGTERM
+    assert stage_state(work / "teacher").status == "finished"
+    assert stage_state(work / "assistant").status == "resume"
+    assert torch.load(work / "assistant/checkpoints/last.pth", weights_only=False)["iter"] == 4
+    assert not (work / "student").exists()  # nothing after the interrupted stage started
+    teacher_best = (work / "teacher/checkpoints/best.pth").read_bytes()
+
+    results, lines = run(path, work)
+    assert [r.status for r in results] == ["skipped", "resumed", "trained"]
+    assert (work / "teacher/checkpoints/best.pth").read_bytes() == teacher_best
+    assert json.loads((work / "assistant/summary.json").read_text())["iters"] == 12
+    (teach,), _, _ = build_teachers(load_config(work / "student/config.py"), synthetic=False)
+    for k, v in model_weights(work / "assistant/checkpoints/best.pth").items():
+        assert torch.equal(teach.state_dict()[k], v), k  # the resumed assistant's best teaches the student
+    report = json.loads((work / "pipeline.json").read_text())
+    assert [(s["stage"], s["status"]) for s in report["stages"]] == [
+        ("teacher", "skipped"), ("assistant", "resumed"), ("student", "trained")]  # one table of all stages
+    assert all(s["completed"] and s["best"] is not None for s in report["stages"])
+    md = (work / "pipeline.md").read_text()
+    assert all(f"| {name} " in md for name in ("teacher", "assistant", "student"))

@@ -1,12 +1,8 @@
 # Teacher-assistant KD (TAKD; Mirzadeh et al., "Improved Knowledge Distillation via Teacher Assistant",
-# AAAI 2020) on CIFAR-100: resnet110 teacher -> resnet56 assistant -> resnet20 student, KD at every step,
-# each stage's best checkpoint teaching the next. The assistant is the resnet110 -> resnet20 KD config with
-# a resnet56 student; the student is the resnet56 -> resnet20 KD config taught by the assistant.
+# AAAI 2020) on CIFAR-100: resnet110 teacher -> resnet56 assistant -> resnet20 student, KD at every link,
+# each stage's best checkpoint teaching the next (one assistant).
 #   python tools/pipeline.py configs/pipelines/cifar100_takd_resnet110_resnet56_resnet20.py --data-root data/cifar100
-stages = [
-    dict(name='teacher', config='configs/cifar100/teachers/resnet110.py'),
-    dict(name='assistant', config='configs/cifar100/distill/resnet110-resnet20/kd.py',
-         cfg_options={'model.type': 'resnet56', 'teacher.checkpoint': '{teacher.best}'}),
-    dict(name='student', config='configs/cifar100/distill/resnet56-resnet20/kd.py',
-         cfg_options={'teacher.checkpoint': '{assistant.best}'}),
-]
+from densekd.pipelines.chains import kd_chain
+
+stages = kd_chain(['resnet110', 'resnet56', 'resnet20'], names=['teacher', 'assistant', 'student'],
+                  teacher_config='configs/cifar100/takd/teacher.py', stage_config='configs/cifar100/takd/kd.py')
