@@ -418,3 +418,31 @@ stages = [
     assert all(s["completed"] and s["best"] is not None for s in report["stages"])
     md = (work / "pipeline.md").read_text()
     assert all(f"| {name} " in md for name in ("teacher", "assistant", "student"))
+
+
+def test_tfkd_experiments_share_one_pipeline_and_one_table(tmp_path):
+    """Self-training (same architecture), reverse KD (the small model teaches the large one) and a poorly
+    trained teacher (one epoch), beside label smoothing and the virtual teacher, as stages of one pipeline."""
+    import torch.nn.functional as F
+
+    from densekd.engine.builder import build_task
+
+    work = tmp_path / "tfkd"
+    shrink = ["data.batch_size=2", "data.val_batch_size=2", "data.num_workers=0"]
+    pipe = load_pipeline(ROOT / "configs/pipelines/cifar100_tfkd_experiments.py", synthetic=True,
+                         work_dir=str(work), cli_options=shrink)
+    cfg = {n: pipe.stage(n).cfg for n in pipe.names}
+    pairs = {n: (c["teacher"]["model"]["type"], c["model"]["type"]) for n, c in cfg.items() if "teacher" in c}
+    assert pairs == {"self_training": ("resnet8x4", "resnet8x4"), "reverse_kd": ("resnet8x4", "resnet32x4"),
+                     "poor_teacher_kd": ("resnet32x4", "resnet8x4")}
+    assert cfg["self_training"]["teacher"]["checkpoint"] == str(work / "resnet8x4/checkpoints/best.pth")
+    assert cfg["poor_teacher_kd"]["teacher"]["checkpoint"] == str(work / "poor_teacher/checkpoints/best.pth")
+    assert cfg["poor_teacher"]["train"]["epochs"] == 1 < cfg["resnet8x4"]["train"]["epochs"]
+    # label smoothing really smooths: the task's loss equals CE against (1 - eps) one-hot + eps / C
+    task = build_task(cfg["label_smoothing"], None)
+    logits, target = torch.randn(3, 100), torch.tensor([1, 5, 7])
+    soft = torch.full((3, 100), 0.1 / 100)
+    soft[torch.arange(3), target] += 0.9
+    expected = -(soft * F.log_softmax(logits, 1)).sum(1).mean()
+    assert torch.allclose(task.loss(logits, {"target": target})["cls"], expected, atol=1e-6)
+    assert [d["type"] for d in cfg["tfkd_virtual_teacher"]["distill"]] == ["LabelSmoothingKD"]

@@ -5,4 +5,4 @@
 from densekd.pipelines.chains import kd_chain
 
 stages = kd_chain(['resnet110', 'resnet56', 'resnet20'], names=['teacher', 'assistant', 'student'],
-                  teacher_config='configs/cifar100/takd/teacher.py', stage_config='configs/cifar100/takd/kd.py')
+                  teacher_config='configs/cifar100/chain/teacher.py', stage_config='configs/cifar100/chain/kd.py')

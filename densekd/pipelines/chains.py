@@ -9,8 +9,8 @@ finished ones (see :mod:`densekd.pipelines.runner`), and the pipeline's report i
     # configs/pipelines/cifar100_takd_resnet110_to_resnet8.py
     from densekd.pipelines.chains import kd_chain
     stages = kd_chain(['resnet110', 'resnet56', 'resnet32', 'resnet20', 'resnet14', 'resnet8'],
-                      teacher_config='configs/cifar100/takd/teacher.py',
-                      stage_config='configs/cifar100/takd/kd.py')
+                      teacher_config='configs/cifar100/chain/teacher.py',
+                      stage_config='configs/cifar100/chain/kd.py')
 """
 from __future__ import annotations
 
