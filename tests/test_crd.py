@@ -600,3 +600,28 @@ def test_unlabelled_frames_are_paired_with_themselves_and_contrasted_with_every_
     with pytest.raises(ValueError, match="targets.*for unlabelled data such as cross-modal frame pairs use "
                                          "mode='exact', sampling='any'"):
         CRDSampleDataset(Frames(), nce_k=5, mode="exact", sampling="class")
+
+
+@pytest.mark.parametrize("objective", ["nce", "infonce"])
+def test_full_bank_scoring_equals_gathering_rows(objective):
+    """scoring='full' (one product with the whole bank, scores gathered) gives the reference's row-gathering
+    values, gradients and memory updates; 'auto' picks it when the bank is at most 8x the scored columns."""
+    results = {}
+    for scoring in ("gather", "full"):
+        loss = make_loss(objective, scoring=scoring)
+        f_s, f_t, index, contrast_idx = make_batch()
+        f_s.requires_grad_(True)
+        value = loss(f_s, f_t, index=index, contrast_idx=contrast_idx)
+        value.backward()
+        grads = [p.grad.clone() for p in loss.parameters()]
+        results[scoring] = (value.detach(), f_s.grad.clone(), grads, loss.memory_s.clone(), loss.memory_t.clone())
+    (v0, g0, p0, ms0, mt0), (v1, g1, p1, ms1, mt1) = results["gather"], results["full"]
+    assert torch.allclose(v0, v1, rtol=1e-5, atol=1e-6)
+    assert torch.allclose(g0, g1, rtol=1e-4, atol=1e-7)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(p0, p1))
+    assert torch.allclose(ms0, ms1, atol=1e-6) and torch.allclose(mt0, mt1, atol=1e-6)
+    assert make_loss(objective)._full_scoring(K + 1) == (N <= 8 * (K + 1))
+    big = make_loss(objective, num_data=8 * (K + 1) + 1)
+    assert not big._full_scoring(K + 1) and big._full_scoring(2 * (K + 1))
+    with pytest.raises(ValueError, match="scoring must be"):
+        make_loss(objective, scoring="rows")

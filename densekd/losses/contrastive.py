@@ -95,6 +95,14 @@ class CRD(nn.Module):
         feat_dim: embedding size. nce_k: negatives per positive. nce_t: temperature.
         nce_m: momentum of the memory update. objective: ``'nce'`` (default, the reference) or ``'infonce'``.
         eps: added inside the NCE logs (``1e-7``, the reference's value; ``0`` gives the exact NCE).
+        scoring: how the ``B x (K+1)`` scores are computed. ``'gather'`` copies the ``B x (K+1) x feat_dim``
+            memory rows per anchor and multiplies them (the reference's way: at CIFAR scale two copies of
+            ~537 MB a step, memory-bound); ``'full'`` multiplies the anchors with the whole bank (``B x N``)
+            and gathers scores instead of rows; ``'auto'`` (default) takes ``'full'`` when ``N <=
+            FULL_SCORING_RATIO (8) x (K+1)`` (CIFAR-100: 50,000 rows vs 16,385 columns), ``'gather'`` otherwise
+            (ImageNet's 1.28 M rows). Same values up to float32 summation order (tested to 1e-5 relative);
+            measured for one direction, forward + backward, batch 64, K 16384, N 50,000, one CPU thread:
+            gather 518 ms, full 52 ms.
 
     Forward:
         ``forward(student, teacher, index=..., contrast_idx=..., **extra)``: ``student`` ``B x ...``,
@@ -106,11 +114,15 @@ class CRD(nn.Module):
     """
 
     OBJECTIVES = ("nce", "infonce")
+    FULL_SCORING_RATIO = 8
 
     def __init__(self, s_shapes: Sequence[torch.Size] | None = None, t_shapes: Sequence[torch.Size] | None = None,
                  num_data: int | None = None, feat_dim: int = 128, nce_k: int = 16384, nce_t: float = 0.07,
-                 nce_m: float = 0.5, objective: str = "nce", eps: float = 1e-7):
+                 nce_m: float = 0.5, objective: str = "nce", eps: float = 1e-7, scoring: str = "auto"):
         super().__init__()
+        if scoring not in ("auto", "full", "gather"):
+            raise ValueError(f"CRD scoring must be 'auto', 'full' or 'gather', got {scoring!r}")
+        self.scoring = scoring
         if s_shapes is None or t_shapes is None:
             raise ValueError("CRD needs s_shapes and t_shapes (the observed shapes of the tapped student/teacher "
                              "features, e.g. [torch.Size([B, 64])]) to build its embedding heads; the distiller "
@@ -235,6 +247,26 @@ class CRD(nn.Module):
         log_d0 = math.log(c) - log_den[:, 1:]       # log(c / (P + c + eps))
         return -(log_d1.sum() + log_d0.sum()) / scores.shape[0]
 
+    def _full_scoring(self, columns: int) -> bool:
+        if self.scoring == "auto":
+            return self.num_data <= self.FULL_SCORING_RATIO * columns
+        return self.scoring == "full"
+
+    @staticmethod
+    def _bank_scores(bank: torch.Tensor, anchor: torch.Tensor, contrast_idx: torch.Tensor, full: bool
+                     ) -> torch.Tensor:
+        """``anchor`` (B x D) dotted with the bank rows ``contrast_idx`` (B x (K+1)) -> B x (K+1).
+
+        ``full``: one product with the whole bank, then a gather of the scores (compute-bound; reads the bank
+        once). Otherwise the rows are gathered (B x (K+1) x D, memory-bound) and multiplied per anchor. Same
+        values up to float32 summation order; the bank gets no gradient either way."""
+        bank = bank.detach()
+        if full:  # a copy: the product keeps the bank for backward, and the memory update follows in place
+            return (anchor @ bank.clone().t()).gather(1, contrast_idx)
+        b, k1 = contrast_idx.shape
+        rows = bank.index_select(0, contrast_idx.reshape(-1)).view(b, k1, bank.shape[1])
+        return torch.bmm(rows, anchor.unsqueeze(2)).squeeze(2)
+
     @torch.no_grad()
     def _update_memory(self, index: torch.Tensor, e_s: torch.Tensor, e_t: torch.Tensor) -> None:
         if _distributed_world() > 1:
@@ -268,11 +300,9 @@ class CRD(nn.Module):
         with torch.autocast(device_type=autocast_device, enabled=False):
             e_s = self.embed_s(f_s.to(device=device, dtype=torch.float32))
             e_t = self.embed_t(f_t.detach().to(device=device, dtype=torch.float32))
-            flat = contrast_idx.reshape(-1)
-            w_t = self.memory_t.index_select(0, flat).view(batch, self.nce_k + 1, self.feat_dim).detach()
-            w_s = self.memory_s.index_select(0, flat).view(batch, self.nce_k + 1, self.feat_dim).detach()
-            scores_s = torch.bmm(w_t, e_s.unsqueeze(2)).squeeze(2) / self.nce_t  # student anchor, teacher memory
-            scores_t = torch.bmm(w_s, e_t.unsqueeze(2)).squeeze(2) / self.nce_t  # teacher anchor, student memory
+            full = self._full_scoring(contrast_idx.shape[1])
+            scores_s = self._bank_scores(self.memory_t, e_s, contrast_idx, full) / self.nce_t  # student anchor
+            scores_t = self._bank_scores(self.memory_s, e_t, contrast_idx, full) / self.nce_t  # teacher anchor
             if self.objective == "nce":
                 z_s = self._estimate_z(scores_s, self.z_s)
                 z_t = self._estimate_z(scores_t, self.z_t)
