@@ -67,3 +67,16 @@ def test_published_rows_of_the_newer_methods_name_their_source(tmp_path):
     assert "73.00" in rows["KDSVD"] and "(" not in rows["KDSVD"]  # no published number
     assert "DIST: Huang et al. 2022" in text and "Sun et al. 2024" in text
     assert list(rows).index("DIST") < list(rows).index("KD+LS") < list(rows).index("DKD+LS")
+
+
+def test_published_rows_of_reviewkd_and_mlkd(tmp_path):
+    for method, value in (("reviewkd", 75.0), ("mlkd", 77.0), ("mlkd_ls", 78.0)):
+        fake(tmp_path, f"cifar100/distill/resnet32x4-resnet8x4/{method}", 0, value, value)
+        fake(tmp_path, f"cifar100/distill/resnet110-resnet20/{method}", 0, 70.0, 70.0)
+    text = table(collect([tmp_path]), "final", published=True)
+    rows = {l.split("|")[1].strip(): l for l in text.splitlines() if l.startswith("| ")}
+    assert "75.00 (75.63)" in rows["ReviewKD"] and "70.00 (-)" in rows["ReviewKD"]  # no resnet110 -> resnet20 entry
+    assert "77.00 (77.08)" in rows["MLKD"] and "70.00 (71.89)" in rows["MLKD"]
+    assert "78.00 (78.28)" in rows["MLKD+LS"] and "70.00 (72.27)" in rows["MLKD+LS"]
+    assert "ReviewKD: Chen et al. 2021" in text and "MLKD: Jin et al. 2023" in text and "MLKD+LS: Sun et al. 2024" in text
+    assert list(rows).index("ReviewKD") < list(rows).index("MLKD") < list(rows).index("MLKD+LS")

@@ -6,6 +6,7 @@ import torch
 
 from densekd.config import load_config
 from densekd.data.crd import CRDSampleDataset
+from densekd.data.multiview import StrongAugmentView
 from densekd.data.sampling import forked_rng
 from densekd.distill.distiller import Distiller
 from densekd.engine.trainer import Trainer
@@ -27,6 +28,8 @@ def method_terms(name):
 def batch_for(terms, n=6):
     base = DATASETS.build(dict(type="SyntheticCIFAR100", split="train", num_samples=64))
     ds = CRDSampleDataset(base, nce_k=SMALL_K) if any(t["type"] == "CRD" for t in terms) else base
+    if any(t["type"] in ("MLKD", "ViewCE") for t in terms):  # the strong view these terms read
+        ds = StrongAugmentView(ds)
     with forked_rng(0):
         items = [ds[i] for i in range(n)]
     return torch.utils.data.default_collate(items), len(ds)
@@ -34,7 +37,7 @@ def batch_for(terms, n=6):
 
 def test_every_method_has_a_base_and_a_config_per_pair():
     assert {"kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst", "crd", "crd_kd", "ofd",
-            "irg", "dkd", "dist", "kd_ls", "dkd_ls", "kdsvd"} <= set(METHODS)
+            "irg", "dkd", "dist", "kd_ls", "dkd_ls", "kdsvd", "reviewkd", "mlkd", "mlkd_ls"} <= set(METHODS)
     pairs = sorted(p.name for p in (ROOT / "configs/cifar100/distill").iterdir())
     assert len(pairs) == 7
     for pair in pairs:
@@ -81,9 +84,14 @@ def test_gradients_reach_student_and_loss_parts_never_teacher(method):
     assert set(main) == {"cls"} | {t.name for t in d.terms if not t.init_only}
 
 
-@pytest.mark.parametrize("method", ["kd", "crd_kd", "ft", "ab", "vid", "dist", "kd_ls", "dkd_ls", "kdsvd"])
-def test_trainer_runs_method_and_keeps_teacher(method, tmp_path):
-    cfg = load_config(ROOT / f"configs/cifar100/distill/resnet56-resnet20/{method}.py",
+TRAINER_RUNS = [("resnet56-resnet20", m) for m in ("kd", "crd_kd", "ft", "ab", "vid", "dist", "kd_ls", "dkd_ls",
+                                                     "kdsvd", "reviewkd", "mlkd", "mlkd_ls")]
+TRAINER_RUNS += [("resnet32x4-resnet8x4", "reviewkd"), ("resnet32x4-resnet8x4", "mlkd"), ("vgg13-vgg8", "reviewkd")]
+
+
+@pytest.mark.parametrize("pair,method", TRAINER_RUNS)
+def test_trainer_runs_method_and_keeps_teacher(pair, method, tmp_path):
+    cfg = load_config(ROOT / f"configs/cifar100/distill/{pair}/{method}.py",
                       ["data.batch_size=8", "data.val_batch_size=16", "data.num_workers=0", "strategy.init_epochs=1",
                        "train.log_interval=1"])
     from densekd.engine.builder import use_synthetic
@@ -93,14 +101,15 @@ def test_trainer_runs_method_and_keeps_teacher(method, tmp_path):
             t["nce_k"] = SMALL_K
     if cfg["data"]["train"]["type"] == "CRDSampleDataset":
         cfg["data"]["train"]["nce_k"] = SMALL_K
-        cfg["data"]["train"]["dataset"]["num_samples"] = 32
-    else:
-        cfg["data"]["train"]["num_samples"] = 32
+    train_set = cfg["data"]["train"]
+    (train_set["dataset"] if "dataset" in train_set else train_set)["num_samples"] = 32  # inside a wrapper
     cfg["data"]["val"]["num_samples"] = 16
     trainer = Trainer(cfg, tmp_path / method, device="cpu", synthetic=True, max_iters=6)
     teacher = trainer.strategy.distiller.teachers[0]
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
     student_before = {k: v.clone() for k, v in trainer.strategy.student.state_dict().items()}
+    loss_parts = {k: v.clone() for k, v in trainer.strategy.distiller.distill_state_dict().items()
+                  if v.is_floating_point()}
     summary = trainer.train()
     assert summary["init_iters"] == (4 if method in ("ft", "ab") else 0)
     assert summary["iters"] == (2 if method in ("ft", "ab") else 6)
@@ -108,6 +117,9 @@ def test_trainer_runs_method_and_keeps_teacher(method, tmp_path):
         assert torch.equal(v, before[k]), k
     assert any(not torch.equal(v, student_before[k]) for k, v in trainer.strategy.student.state_dict().items()
                if v.is_floating_point())
+    if method == "reviewkd":  # the ABF modules train with the student
+        after = trainer.strategy.distiller.distill_state_dict()
+        assert any(not torch.equal(after[k], v) for k, v in loss_parts.items() if "fusion" in k)
     log = (tmp_path / method / "metrics.jsonl").read_text()
     for term in summary["distill"]:
         if not any(t.init_only and t.name == term for t in trainer.strategy.distiller.terms):

@@ -75,6 +75,10 @@ class _CIFARBase(Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
+    def load(self, index: int) -> tuple[np.ndarray, int]:
+        """The raw sample before any transform: the 32 x 32 x 3 uint8 image and its fine label."""
+        return np.asarray(self.images[index]), int(self.targets[index])
+
     def __getitem__(self, index: int) -> dict:
         image = self.images[index]
         if self.augment:

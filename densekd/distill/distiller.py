@@ -25,8 +25,10 @@ Losses declare what else they need through the capability classes of :mod:`dense
 ``TeacherFree`` (no teacher network; the loss gets ``teacher=None``, e.g. TfKD), ``SelfTeacher`` (the
 student's own output on ``batch[loss.self_teacher_input]``, without gradient, is the teacher, e.g. CS-KD),
 ``TeacherModules`` (arguments given as teacher module paths in the config and passed as modules, e.g. OFD's
-``teacher_bn='bn_before_relu'``), ``InitStage``, ``SeparateParams`` and ``Adversarial`` (whose extra steps
-the distillation strategy runs, see :mod:`densekd.strategies.distillation`).
+``teacher_bn='bn_before_relu'``), ``ExtraViews`` (the networks' taps on other input views of the batch, e.g.
+MLKD's ``batch['image_strong']``: one more forward of the student, with gradients, and of the term's teachers per
+view key, passed to the loss as ``views={key: (student, teacher)}``), ``InitStage``, ``SeparateParams`` and
+``Adversarial`` (whose extra steps the distillation strategy runs, see :mod:`densekd.strategies.distillation`).
 
 The student reads ``batch[student_input]`` (default ``'image'``; ``'depth'``, ``'L'``, ``'ab'`` for
 cross-modal students), teacher ``i`` reads ``batch[teacher_inputs[i]]``. The probe that observes feature
@@ -43,8 +45,8 @@ import torch
 from torch import nn
 
 from densekd.distill.taps import FeatureTaps, TapError, expand_taps, resolve_module
-from densekd.losses.base import Adversarial, InitStage, SelfTeacher, SeparateParams, TeacherFree, TeacherModules, \
-    check_capabilities
+from densekd.losses.base import Adversarial, ExtraViews, InitStage, SelfTeacher, SeparateParams, TeacherFree, \
+    TeacherModules, check_capabilities
 from densekd.nn.connectors import build_connector
 from densekd.registry import LOSSES
 from densekd.tasks.base import Task, batch_input, main_output
@@ -301,26 +303,64 @@ class Distiller(nn.Module):
         self.s_taps.clear()
         output = self.student(batch_input(batch, self.student_input, "the student"))
         losses = {k: self.task_weight * v for k, v in self.task.loss(output, batch).items()}
-        if not any(not t.init_only for t in self.terms):
+        active = [t for t in self.terms if not t.init_only]
+        if not active:
             return output, losses
         t_outs = self._teacher_forward(batch)
-        s_out = output
         extra = {k: v for k, v in batch.items()}
         extra["epoch"] = self.epoch
-        # self-teacher terms last: their second student forward overwrites the student's taps
-        for term in sorted(self.terms, key=lambda t: self._self_teacher_key(t) is not None):
-            if term.init_only:
-                continue
-            s, ts = self._term_inputs(term, s_out, t_outs)
+        # every term's inputs first: the forwards on other views and the self-teacher forwards below record
+        # into the same taps
+        inputs = {term.name: self._term_inputs(term, output, t_outs) for term in active}
+        views = self._view_inputs(batch, active)
+        for term in active:
+            s, ts = inputs[term.name]
             key = self._self_teacher_key(term)
             if key is not None:
                 ts = [self._self_teacher_output(term, key, batch)]
             modules = self.term_modules(term)
-            values = [self._call(term, m, s, t, extra) for m, t in zip(modules, ts)]
+            if term.name in views:
+                values = [self._call(term, m, s, t, dict(extra, views=v))
+                          for m, t, v in zip(modules, ts, views[term.name])]
+            else:
+                values = [self._call(term, m, s, t, extra) for m, t in zip(modules, ts)]
             losses[term.name] = term.weight * (sum(values) / len(values))
             if isinstance(modules[0], Adversarial):
                 self._adv_cache[term.name] = (s, ts, batch.get(self.student_input))
         return output, losses
+
+    def _extra_views(self, term: Term) -> tuple[str, ...]:
+        m = self.term_modules(term)[0]
+        return tuple(m.extra_views) if isinstance(m, ExtraViews) else ()
+
+    def _view_inputs(self, batch: dict, terms: list[Term]) -> dict[str, list[dict]]:
+        """For each term that reads other views (:class:`~densekd.losses.base.ExtraViews`), one dict per loss
+        module: ``{key: (student taps, teacher taps)}`` on ``batch[key]``. One student forward (with
+        gradients) and one forward of each teacher that such a term uses (without) per key."""
+        readers = [(t, self._extra_views(t)) for t in terms]
+        readers = [(t, keys) for t, keys in readers if keys]
+        if not readers:
+            return {}
+        out = {t.name: [{} for _ in self.term_modules(t)] for t, _ in readers}
+        for key in dict.fromkeys(k for _, keys in readers for k in keys):
+            users = [t for t, keys in readers if key in keys]
+            if key not in batch:
+                names = ", ".join(f"{t.name} ({t.cfg['type']})" for t in users)
+                raise KeyError(f"term {names} reads the networks' outputs on batch[{key!r}], which this batch lacks "
+                               f"(keys: {sorted(batch)}); wrap the training set in a dataset that adds that view, "
+                               f"e.g. data.train = dict(type='StrongAugmentView', key={key!r}, dataset=dict(...))")
+            self.s_taps.clear()
+            s_out = self.student(batch[key])
+            t_outs: list[Any] = [None] * len(self._teachers)
+            with torch.no_grad():
+                for i in sorted({i for t in users for i in t.teacher_ids}):
+                    self.t_taps[i].clear()
+                    t_outs[i] = self._teachers[i](batch[key])
+            for term in users:
+                s, ts = self._term_inputs(term, s_out, t_outs)
+                for j, t in enumerate(ts):
+                    out[term.name][j][key] = (s, t)
+        return out
 
     def _self_teacher_key(self, term: Term) -> str | None:
         m = self.term_modules(term)[0]

@@ -19,11 +19,11 @@ from densekd.config import config_name
 PAIRS = ["wrn_40_2-wrn_16_2", "wrn_40_2-wrn_40_1", "resnet56-resnet20", "resnet110-resnet20",
          "resnet110-resnet32", "resnet32x4-resnet8x4", "vgg13-vgg8"]
 METHOD_ORDER = ["kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst", "crd", "crd_kd",
-                "ofd", "irg", "dkd", "kdsvd", "dist", "kd_ls", "dkd_ls"]
+                "ofd", "irg", "dkd", "kdsvd", "dist", "kd_ls", "dkd_ls", "reviewkd", "mlkd", "mlkd_ls"]
 METHOD_NAMES = {"kd": "KD", "fitnet": "FitNet", "at": "AT", "sp": "SP", "cc": "CC", "vid": "VID", "rkd": "RKD",
                 "pkt": "PKT", "ab": "AB", "ft": "FT", "fsp": "FSP", "nst": "NST", "crd": "CRD", "crd_kd": "CRD+KD",
                 "ofd": "OFD", "irg": "IRG", "dkd": "DKD", "kdsvd": "KDSVD", "dist": "DIST", "kd_ls": "KD+LS",
-                "dkd_ls": "DKD+LS"}
+                "dkd_ls": "DKD+LS", "reviewkd": "ReviewKD", "mlkd": "MLKD", "mlkd_ls": "MLKD+LS"}
 PUBLISHED = {  # method -> values in PAIRS order
     "teacher": [75.61, 75.61, 72.34, 74.31, 74.31, 79.42, 74.64],
     "student": [73.26, 71.98, 69.06, 69.06, 71.14, 72.50, 70.36],
@@ -46,10 +46,18 @@ PUBLISHED = {  # method -> values in PAIRS order
     # logit standardisation (Sun et al., CVPR 2024; the table of their release's README)
     "kd_ls": [76.11, 74.37, 71.43, 71.48, 74.17, 76.62, 74.36],
     "dkd_ls": [76.39, 74.89, 72.32, 71.85, 74.29, 77.01, 74.81],
+    # ReviewKD (Chen et al., CVPR 2021), its Table 1 as repeated in DKD's and MLKD's CIFAR-100 tables (six pairs, no
+    # resnet110 -> resnet20); entered from those tables, not checked against a stored copy of the paper
+    "reviewkd": [76.12, 75.09, 71.89, None, 73.89, 75.63, 74.84],
+    # MLKD (Jin et al., CVPR 2023) and MLKD+LS (Sun et al., CVPR 2024): the table of the logit-standardisation
+    # release's README (its MLKD row repeats MLKD's paper and adds resnet110 -> resnet20)
+    "mlkd": [76.63, 75.35, 72.19, 71.89, 74.11, 77.08, 75.18],
+    "mlkd_ls": [76.95, 75.56, 72.33, 72.27, 74.32, 78.28, 75.22],
 }
 # rows whose published numbers are not from CRD's Table 1
 PUBLISHED_ELSEWHERE = {"dist": "DIST: Huang et al. 2022", "kd_ls": "KD+LS, DKD+LS: Sun et al. 2024",
-                       "dkd_ls": "KD+LS, DKD+LS: Sun et al. 2024"}
+                       "dkd_ls": "KD+LS, DKD+LS: Sun et al. 2024", "reviewkd": "ReviewKD: Chen et al. 2021",
+                       "mlkd": "MLKD: Jin et al. 2023", "mlkd_ls": "MLKD+LS: Sun et al. 2024"}
 
 
 @dataclass

@@ -6,6 +6,7 @@ where such inputs are normalised and checked, so that every loss words its error
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -160,3 +161,12 @@ def standardize_logits(z: torch.Tensor, dim: int = 1, eps: float = 1e-7) -> torc
     mean = z.mean(dim=dim, keepdim=True)
     std = z.std(dim=dim, keepdim=True)
     return (z - mean) / (std + eps)
+
+
+def epoch_warmup(epoch: float | None, warmup: float) -> float:
+    """mdistiller's linear warm-up factor ``min(epoch / warmup, 1)`` with its epoch counter, which starts at 1
+    and is constant over an epoch: ``min((floor(epoch) + 1) / warmup, 1)`` for densekd's fractional epoch
+    counted from 0 (the first step has ``1 / warmup``). ``epoch=None`` (no trainer) or ``warmup=0``: 1."""
+    if epoch is None or warmup == 0:
+        return 1.0
+    return min((math.floor(max(float(epoch), 0.0)) + 1.0) / float(warmup), 1.0)

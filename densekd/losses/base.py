@@ -19,6 +19,8 @@ capability                what the loss provides                                
                           on ``batch[key]``, without gradient, is the teacher
 :class:`TeacherModules`   ``teacher_module_args`` (constructor arguments): module paths in   OFD
                           the config are turned into the teacher's modules
+:class:`ExtraViews`       ``extra_views`` (batch keys): the networks' taps on other input    MLKD, ViewCE
+                          views of the batch, passed as ``views={key: (student, teacher)}``
 ========================  ==============================================================  ================
 
 :func:`check_capabilities` is called when a loss is built: a loss that claims a capability and lacks its
@@ -34,7 +36,7 @@ import torch
 from torch import nn
 
 __all__ = ["InitStage", "SeparateParams", "Adversarial", "TeacherFree", "SelfTeacher", "TeacherModules",
-           "capabilities", "check_capabilities", "CapabilityError"]
+           "ExtraViews", "capabilities", "check_capabilities", "CapabilityError"]
 
 
 class CapabilityError(TypeError):
@@ -102,6 +104,27 @@ class TeacherModules:
     teacher_module_args: tuple[str, ...] = ()
 
 
+class ExtraViews:
+    """Capability: the loss also reads the networks' outputs on other input views of the same samples (MLKD's
+    strongly augmented copy of each image).
+
+    ``extra_views`` is a tuple of batch keys (e.g. ``('image_strong',)``); the class sets a default and an
+    instance may replace it in ``__init__`` (from a constructor argument). For every key the distiller runs the
+    student (with gradients, in its current train/eval mode) and the term's teachers (frozen, without
+    gradients) on ``batch[key]`` in place of their usual inputs, collects the term's taps there (through the
+    term's connectors, as on the main input) and calls ``forward(student, teacher, views={key: (student_taps,
+    teacher_taps)}, **extra)``; ``teacher_taps`` is ``None`` for a teacher-free loss. Each key costs one
+    forward of each network per step, shared by all terms that read it. Data wrappers add the keys (e.g.
+    :class:`~densekd.data.multiview.StrongAugmentView`); the engine knows none of them.
+    """
+
+    extra_views: tuple[str, ...] = ()
+
+
+def _valid_views(views: Any) -> bool:
+    return isinstance(views, tuple) and len(views) > 0 and all(isinstance(k, str) and k for k in views)
+
+
 _METHODS = {
     InitStage: ("init_loss", "init_parameters"),
     SeparateParams: ("separate_parameters",),
@@ -111,9 +134,9 @@ _CLAIMS = {  # a member of this name means the loss meant to have the capability
     "init_loss": InitStage, "init_parameters": InitStage, "init_trains_student": InitStage,
     "separate_parameters": SeparateParams, "discriminator_loss": Adversarial, "build_d_optimizer": Adversarial,
     "n_critic": Adversarial, "teacher_free": TeacherFree, "self_teacher_input": SelfTeacher,
-    "teacher_module_args": TeacherModules,
+    "teacher_module_args": TeacherModules, "extra_views": ExtraViews,
 }
-CAPABILITIES = (InitStage, SeparateParams, Adversarial, TeacherFree, SelfTeacher, TeacherModules)
+CAPABILITIES = (InitStage, SeparateParams, Adversarial, TeacherFree, SelfTeacher, TeacherModules, ExtraViews)
 
 
 def capabilities(loss: Any) -> list[type]:
@@ -158,6 +181,11 @@ def check_capabilities(loss: Any) -> None:
             raise CapabilityError(f"loss {name} declares TeacherModules but teacher_module_args={tuple(args)!r} "
                                   f"{'is empty' if not args else f'names no constructor parameter {missing}'}; "
                                   f"list the constructor arguments that take teacher modules")
+    if ExtraViews in declared:
+        views = getattr(loss, "extra_views", ())
+        if not _valid_views(views):
+            raise CapabilityError(f"loss {name} declares ExtraViews but extra_views={views!r} is not a non-empty "
+                                  f"tuple of batch keys (e.g. ('image_strong',)); set it on the class or in __init__")
     for member, cap in _CLAIMS.items():
         if cap not in declared and _defines(cls, member):
             raise CapabilityError(f"loss {name} defines {member} but does not declare the {cap.__name__} "

@@ -1,10 +1,11 @@
-"""Feature-map distillation losses: FitNet, AT, NST, OFD, VID, KDSVD (the two-stage AB, FT, FSP: ``two_stage.py``).
+"""Feature-map distillation losses: FitNet, AT, NST, OFD, VID, KDSVD, ReviewKD (the two-stage AB, FT, FSP:
+``two_stage.py``).
 
 All follow the loss contract (DESIGN.md, "Loss API"): ``forward(student, teacher, **extra) -> scalar``,
 where ``student``/``teacher`` are one ``B x C x H x W`` tensor or a list of them (one per tap, same order).
 Normalisations follow RepDistiller (HobbitLong/RepDistiller, ``distiller_zoo/``), and OFD follows its
 authors' code (clovaai/overhaul-distillation), so that the published weights reproduce the recipes:
-FitNet 100, AT 1000, NST 50, VID 1, OFD 1, KDSVD 1.
+FitNet 100, AT 1000, NST 50, VID 1, OFD 1, KDSVD 1; ReviewKD follows its authors' CIFAR-100 release.
 
 Teacher tensors are always detached here, so no gradient ever reaches the teacher. Losses with learnable
 parts (regressors, connectors) build them from the observed ``s_shapes`` / ``t_shapes`` (batched
@@ -19,12 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densekd.losses._utils import check_channels, pool_to_common, require_shape_pair, tap_lists
+from densekd.losses._utils import check_channels, epoch_warmup, pool_to_common, require_shape_pair, tap_lists
 from densekd.losses.base import TeacherModules
 from densekd.nn.connectors import ConvConnector, ConvReg
+from densekd.nn.review import ReviewFusion
 from densekd.registry import LOSSES
 
-__all__ = ["FitNet", "AT", "NST", "OFD", "VID", "KDSVD"]
+__all__ = ["FitNet", "AT", "NST", "OFD", "VID", "KDSVD", "ReviewKD", "hierarchical_context_loss"]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -441,3 +443,105 @@ class KDSVD(nn.Module):
                     loss = term if loss is None else loss + term
                 prev = cur
         return loss
+
+
+# ----------------------------------------------------------------------------------------------------------
+# ReviewKD
+# ----------------------------------------------------------------------------------------------------------
+def _as_map(x: torch.Tensor) -> torch.Tensor:
+    """A pooled ``B x C`` vector as a ``B x C x 1 x 1`` map; maps pass through."""
+    return x[:, :, None, None] if x.dim() == 2 else x
+
+
+def hierarchical_context_loss(student: list[torch.Tensor], teacher: list[torch.Tensor],
+                              pool_sizes: tuple[int, ...] = (4, 2, 1)) -> torch.Tensor:
+    """ReviewKD's hierarchical context loss (HCL) over levels of equal shapes ``B x C x H x W``.
+
+    Per level: ``(mse(S, T) + sum_k 2^-k mse(P_k(S), P_k(T))) / (1 + sum_k 2^-k)``, where ``P_k`` is adaptive
+    average pooling to ``l_k x l_k`` for the ``k``-th size ``l_k`` of ``pool_sizes`` smaller than the map
+    (``l < min(H, W)``; ``k`` counts only those, from 1) and ``mse`` is the mean over all elements. The levels
+    are summed. A 1 x 1 level (the pooled vector) is its plain MSE.
+    """
+    total = 0.0
+    for s, t in zip(student, teacher):
+        level = F.mse_loss(s, t)
+        weight, norm = 1.0, 1.0
+        for size in pool_sizes:
+            if size >= min(s.shape[2], s.shape[3]):
+                continue
+            weight /= 2.0
+            level = level + weight * F.mse_loss(F.adaptive_avg_pool2d(s, size), F.adaptive_avg_pool2d(t, size))
+            norm += weight
+        total = total + level / norm
+    return total
+
+
+@LOSSES.register()
+class ReviewKD(nn.Module):
+    """Knowledge review (Chen, Liu, Zhao & Jia, CVPR 2021, "Distilling Knowledge via Knowledge Review").
+
+    The student's ``L`` tapped levels (shallow -> deep) pass through :class:`~densekd.nn.review.ReviewFusion`:
+    from the deepest level up, each is reduced to ``mid_channels`` (1x1 conv + BN), fused with the residual of
+    the level below by two learned spatial attention maps (ABF), and mapped to the teacher level's width and
+    size (3x3 conv + BN). The outputs are compared with the teacher's levels by the hierarchical context loss
+    (:func:`hierarchical_context_loss`: MSE at full resolution plus MSE after adaptive average pooling to 4, 2
+    and 1 with weights 1/2, 1/4, 1/8, normalised by their sum, levels summed):
+
+        ``loss = warm(epoch) * sum_l HCL(ABF_l(S_l, residual_{l+1}), T_l)``
+
+    with ``warm = min((floor(epoch) + 1) / warmup, 1)``, mdistiller's linear warm-up counting epochs from 1
+    (the first step 1/20), from the trainer's ``epoch`` in ``**extra`` (1 without it).
+
+    Shapes: student taps ``B x Cs_l x Hs_l x Ws_l`` and teacher taps ``B x Ct_l x Ht_l x Wt_l``, one per level,
+    same count; a ``B x C`` tap (the pooled pre-logit vector) is a ``1 x 1`` level. Learnable parts are built
+    from ``s_shapes`` / ``t_shapes`` and train with the student.
+
+    Defaults, from the authors' CIFAR-100 release (``CIFAR-100/model/reviewkd.py``, ``train.py``) and
+    mdistiller's ``ReviewKD``: ``mid_channels = min(512, Cs of the deepest level)`` (256 for resnet8x4, 64 for
+    resnet20/32 and wrn_40_1, 128 for wrn_16_2, 512 for vgg8), ``warmup=20`` epochs; taps: the student's stage
+    outputs after the ReLU plus the pooled vector (``feats[1:]``), the teacher's stage outputs before the ReLU
+    plus the pooled vector (``preacts[1:]``); CE weight 1 and, per pair, the release's ``--kd-loss-weight``
+    (5 for resnet32x4 -> resnet8x4, as mdistiller's ``REVIEWKD_WEIGHT: 5.0``; configs/_base_/cifar100/methods/
+    reviewkd.py lists the others).
+
+    Departures: (1) the warm-up counts epochs from 1 (mdistiller); the authors' ``train.py`` uses
+    ``min(1, epoch / 20)`` with epochs from 0, i.e. no review loss during the first epoch; (2) a pooling size
+    is used when it is smaller than both sides of the map (the release compares it with the height only; the
+    same for the square CIFAR maps); (3) maps may be non-square and the sizes come from the tapped shapes
+    instead of per-architecture tables (``shapes`` / ``out_shapes`` in the release; equal for its pairs).
+    """
+
+    def __init__(self, s_shapes=None, t_shapes=None, mid_channels: int | None = None, max_mid_channels: int = 512,
+                 warmup: float = 20.0, pool_sizes: tuple[int, ...] = (4, 2, 1)):
+        super().__init__()
+        s, t = require_shape_pair(s_shapes, t_shapes, "ReviewKD", dims=None)
+        for i, (a, b) in enumerate(zip(s, t)):
+            for who, shape in (("student", a), ("teacher", b)):
+                if len(shape) not in (2, 4):
+                    raise ValueError(f"ReviewKD: {who} tap {i} has shape {tuple(shape)}; tap B x C x H x W maps or "
+                                     f"the pooled B x C vector (e.g. student='feats[1:]', teacher='preacts[1:]')")
+        if warmup < 0:
+            raise ValueError(f"ReviewKD: warmup must be >= 0 epochs, got {warmup}")
+        self._s_channels = [int(a[1]) for a in s]
+        self._t_channels = [int(b[1]) for b in t]
+        t_sizes = [tuple(b[2:]) if len(b) == 4 else (1, 1) for b in t]
+        mid = int(mid_channels) if mid_channels is not None else min(int(max_mid_channels), self._s_channels[-1])
+        self.fusion = ReviewFusion(self._s_channels, self._t_channels, t_sizes, mid)
+        self.warmup = float(warmup)
+        self.pool_sizes = tuple(int(p) for p in pool_sizes)
+
+    def forward(self, student, teacher, epoch: float | None = None, **extra) -> torch.Tensor:
+        s_list, t_list = tap_lists(student, teacher, "ReviewKD", expected=len(self._s_channels))
+        s_list, t_list = [_as_map(x) for x in s_list], [_as_map(x) for x in t_list]
+        for i, (s, t) in enumerate(zip(s_list, t_list)):
+            if s.dim() != 4 or t.dim() != 4:
+                raise ValueError(f"ReviewKD: layer {i} has student {tuple(s.shape)} and teacher {tuple(t.shape)}; "
+                                 f"tap B x C x H x W maps or B x C pooled vectors")
+            check_channels("ReviewKD", i, s, self._s_channels[i], "student")
+            check_channels("ReviewKD", i, t, self._t_channels[i], "teacher")
+        outputs = self.fusion(s_list)
+        for i, (o, t) in enumerate(zip(outputs, t_list)):
+            if o.shape != t.shape:
+                raise ValueError(f"ReviewKD: level {i} fused student map {tuple(o.shape)} does not match the teacher "
+                                 f"map {tuple(t.shape)}; tap the layers of the probe forward that built the loss")
+        return epoch_warmup(epoch, self.warmup) * hierarchical_context_loss(outputs, t_list, self.pool_sizes)

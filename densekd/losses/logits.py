@@ -1,9 +1,10 @@
-"""Logit distillation losses: KD, DKD, DIST, the teacher-free virtual teacher (Tf-KD) and class-wise self-KD (CS-KD).
+"""Logit distillation losses: KD, DKD, DIST, MLKD (with ViewCE, the cross-entropy on a second view), the teacher-free
+virtual teacher (Tf-KD) and class-wise self-KD (CS-KD).
 
 All losses here act on classification logits ``B x C``. Dense ``B x C x H x W``
 logits belong to ``PixelWiseKD`` and ``DenseDIST`` (densekd/losses/dense.py).
 
-KD, DKD and DIST (and the dense PixelWiseKD / DenseDIST) take ``logit_std=True`` for the logit
+KD, DKD, DIST and MLKD (and the dense PixelWiseKD / DenseDIST) take ``logit_std=True`` for the logit
 standardisation of Sun et al., CVPR 2024 (:func:`~densekd.losses._utils.standardize_logits`, one helper for all).
 
 Each ``forward(student, teacher, **extra)`` returns the *un-weighted* loss,
@@ -12,18 +13,18 @@ the term's ``weight``.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from densekd.losses._utils import single_tensor, standardize_logits
-from densekd.losses.base import SelfTeacher, TeacherFree
+from densekd.losses._utils import epoch_warmup, single_tensor, standardize_logits
+from densekd.losses.base import ExtraViews, SelfTeacher, TeacherFree
 from densekd.registry import LOSSES
 
-__all__ = ["KD", "DKD", "DIST", "LabelSmoothingKD", "TfKD", "CSKD", "dist_relations"]
+__all__ = ["KD", "DKD", "DIST", "LabelSmoothingKD", "TfKD", "CSKD", "MLKD", "ViewCE", "dist_relations",
+           "mlkd_batch_term", "mlkd_class_term", "mlkd_mask_fractions"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -146,9 +147,7 @@ class DKD(nn.Module):
         self.warmup = float(warmup)
 
     def warmup_factor(self, epoch: float | None) -> float:
-        if epoch is None or self.warmup == 0:
-            return 1.0
-        return min((math.floor(max(float(epoch), 0.0)) + 1.0) / self.warmup, 1.0)
+        return epoch_warmup(epoch, self.warmup)
 
     def forward(self, student: Any, teacher: Any, target: Any = None, epoch: float | None = None,
                 **extra: Any) -> torch.Tensor:
@@ -347,3 +346,161 @@ class CSKD(SelfTeacher, nn.Module):
         q = F.softmax(t.detach() / self.T, dim=1)
         kl = F.kl_div(F.log_softmax(s / self.T, dim=1), q, reduction="sum")
         return kl * self.T ** 2 / s.shape[0]
+
+
+# --------------------------------------------------------------------------------------------------------- MLKD
+def _view_pair(views: Any, key: str, name: str) -> tuple[Any, Any]:
+    if not isinstance(views, dict) or key not in views:
+        have = sorted(views) if isinstance(views, dict) else "none"
+        raise ValueError(f"{name} reads the networks' outputs on batch[{key!r}] (views={{key: (student, teacher)}}, "
+                         f"passed by the distiller); got views for {have}")
+    return views[key]
+
+
+def _kd_terms(s: torch.Tensor, t: torch.Tensor, T: float) -> torch.Tensor:
+    """``T^2 * mean_b KL(softmax(t/T) || softmax(s/T))``."""
+    return F.kl_div(F.log_softmax(s / T, dim=1), F.softmax(t / T, dim=1), reduction="batchmean") * T ** 2
+
+
+def mlkd_batch_term(s: torch.Tensor, t: torch.Tensor, T: float) -> torch.Tensor:
+    """MLKD's batch-level alignment: ``||P_s P_s^T - P_t P_t^T||_F^2 / B`` for ``P = softmax(z / T)``
+    (``B x C``; the ``B x B`` Gram matrices of the predictions)."""
+    p_s, p_t = F.softmax(s / T, dim=1), F.softmax(t / T, dim=1)
+    return (p_t @ p_t.t() - p_s @ p_s.t()).pow(2).sum() / s.shape[0]
+
+
+def mlkd_class_term(s: torch.Tensor, t: torch.Tensor, T: float) -> torch.Tensor:
+    """MLKD's class-level alignment: ``||P_s^T P_s - P_t^T P_t||_F^2 / C`` (the ``C x C`` class correlation
+    matrices of the predictions)."""
+    p_s, p_t = F.softmax(s / T, dim=1), F.softmax(t / T, dim=1)
+    return (p_t.t() @ p_t - p_s.t() @ p_s).pow(2).sum() / s.shape[1]
+
+
+def mlkd_mask_fractions(t_weak: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The release's confidence masks, as the factors they amount to there: the fraction of samples whose
+    teacher confidence ``max_c softmax(t)`` is at most its batch median, and the fraction of classes whose
+    summed teacher probability ``sum_b softmax(t)`` is at most the median over classes (medians interpolated
+    linearly, ``np.percentile(x, 50)``)."""
+    p = F.softmax(t_weak, dim=1)
+    conf = p.max(dim=1).values
+    per_class = p.sum(dim=0)
+    sample = (conf <= torch.quantile(conf, 0.5)).to(p.dtype).mean()
+    cls = (per_class <= torch.quantile(per_class, 0.5)).to(p.dtype).mean()
+    return sample, cls
+
+
+@LOSSES.register()
+class MLKD(ExtraViews, nn.Module):
+    """Multi-level logit distillation (Jin, Wang & Lin, CVPR 2023, "Multi-Level Logit Distillation"), the
+    arithmetic of the authors' release (``mdistiller/distillers/KD_ours.py``).
+
+    Each image comes as a weak view (``batch['image']``, the usual crop + flip) and a strong view
+    (``batch[view]``, default ``'image_strong'``: crop + flip + RandAugment + Cutout, from
+    :class:`~densekd.data.multiview.StrongAugmentView`); the distiller runs student and teacher on both
+    (:class:`~densekd.losses.base.ExtraViews`). With ``s_w, t_w`` the weak-view logits, ``s_s, t_s`` the
+    strong-view ones, and for each temperature ``T`` of ``temperatures``:
+
+    - instance level ``KD_T(s, t) = T^2 mean_b KL(softmax(t/T) || softmax(s/T))``;
+    - batch level ``BC_T = ||P_s P_s^T - P_t P_t^T||_F^2 / B`` (``B x B`` Gram matrices, ``P = softmax(z/T)``);
+    - class level ``CC_T = ||P_s^T P_s - P_t^T P_t||_F^2 / C`` (``C x C`` class correlations);
+
+        ``loss = m sum_T KD_T(s_w, t_w) + sum_{T in head} KD_T(s_s, t_s) + sum_{T in tail} KD_T(s_w, t_w)
+                 + c sum_T CC_T(s_w, t_w) + m sum_T BC_T(s_w, t_w)``
+
+    where ``tail`` are the last ``weak_in_strong`` temperatures and ``head`` the others, ``m`` is the fraction
+    of the batch whose weak-view teacher confidence (``max softmax(t_w)``) is at most the batch median and
+    ``c`` the fraction of classes whose summed weak-view teacher probability is at most the median over classes
+    (:func:`mlkd_mask_fractions`). The cross-entropy on the weak view is the task loss and the one on the strong
+    view the :class:`ViewCE` term (both with the release's CE weight).
+
+    What this reproduces of the release, stated exactly: (1) its confidence masks multiply *scalar* (batch-mean)
+    losses (its per-sample ``reduce=False`` is commented out), so they act as the factors ``m`` and ``c``, not
+    as per-sample masks (``confidence_mask=False`` sets ``m = c = 1``); (2) the last two terms of its
+    strong-view KD sum (``T = 2`` and ``6``) are computed on the weak-view logits (``weak_in_strong=2``; 0 puts
+    every strong-view term on the strong view); (3) it computes strong-view batch and class terms but does not
+    add them to the loss, so they are not computed here. ``logit_std=True`` (MLKD + logit standardisation, Sun
+    et al., CVPR 2024) z-scores the logits of the instance-level terms only, as that release's ``MLKD``; the
+    masks and the batch and class terms use the raw logits there too.
+
+    Shapes: ``student``, ``teacher``: weak-view ``B x C`` logits; ``views[view] = (student, teacher)``
+    strong-view ``B x C`` logits. Computed in fp32. Defaults (release, CIFAR-100): ``temperatures = (4, 3, 5, 2,
+    6)`` (its ``KD.TEMPERATURE = 4`` then 3, 5, 2, 6), term weight 0.9 and CE weight 0.1 on each view
+    (mdistiller's ``KD.LOSS`` defaults, which its configs keep), SGD lr 0.025. With logit standardisation the
+    release sets its base temperature to 2, so the list becomes ``(2, 3, 5, 2, 6)``, term weight 9.
+    """
+
+    extra_views = ("image_strong",)
+
+    def __init__(self, temperatures=(4.0, 3.0, 5.0, 2.0, 6.0), view: str = "image_strong",
+                 confidence_mask: bool = True, weak_in_strong: int = 2, logit_std: bool = False):
+        super().__init__()
+        self.temperatures = tuple(_check_temperature(float(T), "MLKD") for T in temperatures)
+        if not self.temperatures:
+            raise ValueError("MLKD: give at least one temperature")
+        if not 0 <= int(weak_in_strong) <= len(self.temperatures):
+            raise ValueError(f"MLKD: weak_in_strong must be in [0, {len(self.temperatures)}], got {weak_in_strong}")
+        if not isinstance(view, str) or not view:
+            raise ValueError(f"MLKD: view must be a batch key (e.g. 'image_strong'), got {view!r}")
+        self.view = view
+        self.extra_views = (view,)
+        self.confidence_mask = bool(confidence_mask)
+        self.weak_in_strong = int(weak_in_strong)
+        self.logit_std = bool(logit_std)
+
+    def forward(self, student: Any, teacher: Any, views: Any = None, **extra: Any) -> torch.Tensor:
+        s_w = single_tensor(student, "MLKD", "student", "logits tensor").float()
+        t_w = single_tensor(teacher, "MLKD", "teacher", "logits tensor").detach().float()
+        s_view, t_view = _view_pair(views, self.view, "MLKD")
+        s_s = single_tensor(s_view, "MLKD", "strong-view student", "logits tensor").float()
+        t_s = single_tensor(t_view, "MLKD", "strong-view teacher", "logits tensor").detach().float()
+        _check_logits(s_w, t_w, "MLKD", "MLKD is defined for classification logits only.")
+        _check_logits(s_s, t_s, "MLKD", "MLKD is defined for classification logits only.")
+        if s_s.shape != s_w.shape:
+            raise ValueError(f"MLKD: weak-view logits {tuple(s_w.shape)} and strong-view logits {tuple(s_s.shape)} "
+                             f"differ; both views must hold the same samples")
+        if self.confidence_mask:
+            m, c = mlkd_mask_fractions(t_w)
+        else:
+            m = c = torch.ones((), device=s_w.device)
+        zs_w, zt_w, zs_s, zt_s = s_w, t_w, s_s, t_s
+        if self.logit_std:
+            zs_w, zt_w, zs_s, zt_s = (standardize_logits(z) for z in (s_w, t_w, s_s, t_s))
+        n_head = len(self.temperatures) - self.weak_in_strong
+        instance = m * sum(_kd_terms(zs_w, zt_w, T) for T in self.temperatures)
+        instance = instance + sum(_kd_terms(zs_s, zt_s, T) if k < n_head else _kd_terms(zs_w, zt_w, T)
+                                  for k, T in enumerate(self.temperatures))
+        cls = c * sum(mlkd_class_term(s_w, t_w, T) for T in self.temperatures)
+        batch = m * sum(mlkd_batch_term(s_w, t_w, T) for T in self.temperatures)
+        return instance + cls + batch
+
+
+@LOSSES.register()
+class ViewCE(TeacherFree, ExtraViews, nn.Module):
+    """Cross-entropy of the student's output on another view of the batch (``batch[view]``) with the labels:
+    ``mean_b -log softmax(z_view)[b, y_b]``, as the classification task's loss on the main view.
+
+    MLKD trains on both views with the same CE weight (its release: ``CE_WEIGHT * (CE(weak) + CE(strong))``);
+    the weak-view CE is the task loss (``task_weight``), this term is the strong-view one (``weight`` = the same
+    CE weight). No teacher network (:class:`~densekd.losses.base.TeacherFree`); the distiller runs the student on
+    ``batch[view]`` once per step for all terms reading that view (:class:`~densekd.losses.base.ExtraViews`).
+
+    Shapes: ``views[view][0]``: ``B x C`` logits; ``target``: ``B`` class indices. Defaults: ``view='image_strong'``,
+    ``label_smoothing=0``.
+    """
+
+    extra_views = ("image_strong",)
+
+    def __init__(self, view: str = "image_strong", label_smoothing: float = 0.0):
+        super().__init__()
+        if not isinstance(view, str) or not view:
+            raise ValueError(f"ViewCE: view must be a batch key (e.g. 'image_strong'), got {view!r}")
+        self.view = view
+        self.extra_views = (view,)
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, student: Any, teacher: Any = None, views: Any = None, target: Any = None,
+                **extra: Any) -> torch.Tensor:
+        s_view, _ = _view_pair(views, self.view, "ViewCE")
+        s = single_tensor(s_view, "ViewCE", "student", "logits tensor")
+        _check_logits(s, None, "ViewCE", "ViewCE is defined for classification logits only.")
+        return F.cross_entropy(s, _check_target(target, s, "ViewCE"), label_smoothing=self.label_smoothing)
