@@ -625,3 +625,24 @@ def test_full_bank_scoring_equals_gathering_rows(objective):
     assert not big._full_scoring(K + 1) and big._full_scoring(2 * (K + 1))
     with pytest.raises(ValueError, match="scoring must be"):
         make_loss(objective, scoring="rows")
+
+
+def test_ddp_leaves_the_banks_to_crd(tmp_path):
+    """DDP broadcasts rank 0's buffers every step; CRD's banks and Z are updated identically on every rank from
+    all-gathered embeddings, so the trainer tells DDP to ignore them (the other buffers are still broadcast)."""
+    import torch.distributed as dist
+
+    from densekd.engine.distributed import rank_synchronised_buffers
+
+    net = torch.nn.ModuleDict({"bn": torch.nn.BatchNorm1d(4), "terms": torch.nn.ModuleList([make_loss()])})
+    names = rank_synchronised_buffers(net)
+    assert names == ["terms.0.memory_s", "terms.0.memory_t", "terms.0.z_s", "terms.0.z_t"]
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        torch.nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(net, names)
+        ddp = torch.nn.parallel.DistributedDataParallel(net)
+        broadcast = {id(b) for b in ddp.modules_buffers}
+        assert id(net["bn"].running_mean) in broadcast
+        assert not any(id(getattr(net["terms"][0], n)) in broadcast for n in ("memory_s", "memory_t", "z_s", "z_t"))
+    finally:
+        dist.destroy_process_group()

@@ -106,3 +106,31 @@ def test_train_ends_the_process_groups_threads(tiny_config, tmp_path):
     for line in ends:
         before, after = line[len("THREADS "):].split("] [")
         assert "gloo" not in after, line  # no pt_gloo_runloop / gloo_tcp_loop left running
+
+
+def test_crd_under_torchrun_keeps_the_one_process_banks(tiny_config, tmp_path):
+    """CRD's banks are not broadcast by DDP: every rank applies the all-gathered update, which must give the
+    banks of a one-process run with the same global batch (up to float reduction order)."""
+    extra = ("teacher = dict(model=dict(type='simple_cnn', num_classes=100, width=16, norm='gn'))\n"
+             "distill = [dict(type='CRD', student='feats[-1]', teacher='feats[-1]', feat_dim=16, nce_k=8, "
+             "weight=0.8)]\n"
+             "data = dict(train=dict(_delete_=True, type='CRDSampleDataset', nce_k=8, mode='exact', sampling='any',"
+             " dataset=dict(type='SyntheticCIFAR100', split='train', num_samples=48)))\n"
+             "train = dict(epochs=1, log_interval=2)\n")
+    cfg = tiny_config(norm="gn", batch=8, extra=extra)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    base = [str(ROOT / "tools/train.py"), str(cfg), "--device", "cpu", "--seed", "0", "--synthetic"]
+    one = subprocess.run([sys.executable] + base + ["--work-dir", str(tmp_path / "one")], capture_output=True,
+                         text=True, timeout=600, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534"]
+                         + base + ["--work-dir", str(tmp_path / "two")], capture_output=True, text=True, timeout=600,
+                         env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    a = torch.load(tmp_path / "one/checkpoints/last.pth", weights_only=False)["strategy"]["distill"]
+    b = torch.load(tmp_path / "two/checkpoints/last.pth", weights_only=False)["strategy"]["distill"]
+    banks = [k for k in a if k.endswith(("memory_s", "memory_t"))]
+    assert len(banks) == 2
+    for k in banks:
+        moved = (a[k] != b[k]).any(1)
+        assert torch.allclose(a[k], b[k], atol=1e-4), (k, moved.sum())

@@ -113,3 +113,15 @@ def convert_sync_batchnorm(module: torch.nn.Module) -> torch.nn.Module:
         else:
             convert_sync_batchnorm(child)
     return module
+
+
+def rank_synchronised_buffers(module: torch.nn.Module) -> list[str]:
+    """Fully qualified names of the buffers that submodules keep identical across ranks themselves (the
+    :class:`~densekd.losses.base.RankSynchronised` capability); DDP is told not to broadcast them."""
+    from densekd.losses.base import RankSynchronised
+
+    names = []
+    for prefix, sub in module.named_modules():
+        if isinstance(sub, RankSynchronised):
+            names += [f"{prefix}.{b}" if prefix else b for b in sub.rank_synchronised_buffers]
+    return names

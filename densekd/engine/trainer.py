@@ -32,6 +32,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from densekd.config import Config, ConfigError
 from densekd.engine import distributed as dist
+from densekd.engine.distributed import rank_synchronised_buffers
 from densekd.engine.builder import (build_datasets, build_strategy, build_task, build_train_loader, build_val_loader,
                                     strategy_config)
 from densekd.engine.checkpoint import (atomic_save, atomic_write_text, load_checkpoint, require_training_checkpoint,
@@ -161,6 +162,8 @@ class Trainer:
             find_unused = tcfg.get("find_unused_parameters")
             if find_unused is None:
                 find_unused = self.strategy.has_idle_parameters()
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                self.strategy.module, rank_synchronised_buffers(self.strategy.module))
             self.model = DistributedDataParallel(self.strategy.module, device_ids=[self.device.index] if on_cuda else None,
                                                  find_unused_parameters=find_unused)
 

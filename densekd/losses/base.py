@@ -21,6 +21,8 @@ capability                what the loss provides                                
                           the config are turned into the teacher's modules
 :class:`ExtraViews`       ``extra_views`` (batch keys): the networks' taps on other input    MLKD, ViewCE
                           views of the batch, passed as ``views={key: (student, teacher)}``
+:class:`RankSynchronised` ``rank_synchronised_buffers``: buffers the loss keeps equal on    CRD
+                          every rank itself; DDP does not broadcast them each step
 ========================  ==============================================================  ================
 
 :func:`check_capabilities` is called when a loss is built: a loss that claims a capability and lacks its
@@ -36,6 +38,7 @@ import torch
 from torch import nn
 
 __all__ = ["InitStage", "SeparateParams", "Adversarial", "TeacherFree", "SelfTeacher", "TeacherModules",
+           "RankSynchronised",
            "ExtraViews", "capabilities", "check_capabilities", "CapabilityError"]
 
 
@@ -121,6 +124,14 @@ class ExtraViews:
     extra_views: tuple[str, ...] = ()
 
 
+class RankSynchronised:
+    """Capability: buffers the loss keeps identical on every rank by itself (CRD's memory banks: each rank
+    applies the all-gathered update), listed in ``rank_synchronised_buffers``. The trainer tells DDP to leave
+    them out of its per-step broadcast from rank 0 (at CIFAR scale CRD's two banks are ~51 MB a step)."""
+
+    rank_synchronised_buffers: tuple[str, ...] = ()
+
+
 def _valid_views(views: Any) -> bool:
     return isinstance(views, tuple) and len(views) > 0 and all(isinstance(k, str) and k for k in views)
 
@@ -135,8 +146,10 @@ _CLAIMS = {  # a member of this name means the loss meant to have the capability
     "separate_parameters": SeparateParams, "discriminator_loss": Adversarial, "build_d_optimizer": Adversarial,
     "n_critic": Adversarial, "teacher_free": TeacherFree, "self_teacher_input": SelfTeacher,
     "teacher_module_args": TeacherModules, "extra_views": ExtraViews,
+    "rank_synchronised_buffers": RankSynchronised,
 }
-CAPABILITIES = (InitStage, SeparateParams, Adversarial, TeacherFree, SelfTeacher, TeacherModules, ExtraViews)
+CAPABILITIES = (InitStage, SeparateParams, Adversarial, TeacherFree, SelfTeacher, TeacherModules, ExtraViews,
+                RankSynchronised)
 
 
 def capabilities(loss: Any) -> list[type]:
@@ -186,6 +199,17 @@ def check_capabilities(loss: Any) -> None:
         if not _valid_views(views):
             raise CapabilityError(f"loss {name} declares ExtraViews but extra_views={views!r} is not a non-empty "
                                   f"tuple of batch keys (e.g. ('image_strong',)); set it on the class or in __init__")
+    if RankSynchronised in declared:
+        names = getattr(loss, "rank_synchronised_buffers", ())
+        if not _valid_views(names):
+            raise CapabilityError(f"loss {name} declares RankSynchronised but rank_synchronised_buffers={names!r} "
+                                  f"is not a non-empty tuple of buffer names")
+        if not inspect.isclass(loss) and isinstance(loss, nn.Module):
+            have = dict(loss.named_buffers(recurse=False))
+            missing = [b for b in names if b not in have]
+            if missing:
+                raise CapabilityError(f"loss {name} declares RankSynchronised buffers {missing} that it does not "
+                                      f"register; register them or drop them from rank_synchronised_buffers")
     for member, cap in _CLAIMS.items():
         if cap not in declared and _defines(cls, member):
             raise CapabilityError(f"loss {name} defines {member} but does not declare the {cap.__name__} "

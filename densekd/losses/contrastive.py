@@ -16,6 +16,7 @@ from torch import nn
 
 from densekd.nn.connectors import LinearEmbed
 from densekd.losses._utils import as_list, shape_list
+from densekd.losses.base import RankSynchronised
 from densekd.registry import LOSSES
 
 __all__ = ["CRD"]
@@ -44,7 +45,7 @@ def _all_gather_rows(x: torch.Tensor) -> torch.Tensor:
 
 
 @LOSSES.register()
-class CRD(nn.Module):
+class CRD(RankSynchronised, nn.Module):
     """Contrastive Representation Distillation (Tian et al., ICLR 2020), RepDistiller's ``CRDLoss``.
 
     Student and teacher features (one tap each, usually the pooled ``'feats[-1]'``, shape ``B x Ds`` /
@@ -114,6 +115,7 @@ class CRD(nn.Module):
     """
 
     OBJECTIVES = ("nce", "infonce")
+    rank_synchronised_buffers = ("memory_s", "memory_t", "z_s", "z_t")  # all-gathered updates, see above
     FULL_SCORING_RATIO = 8
 
     def __init__(self, s_shapes: Sequence[torch.Size] | None = None, t_shapes: Sequence[torch.Size] | None = None,
