@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -160,3 +161,27 @@ def standardize_logits(z: torch.Tensor, dim: int = 1, eps: float = 1e-7) -> torc
     mean = z.mean(dim=dim, keepdim=True)
     std = z.std(dim=dim, keepdim=True)
     return (z - mean) / (std + eps)
+
+
+def distributed_world() -> int:
+    """World size when a process group is up, else 1."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def all_gather_rows(x: torch.Tensor, return_sizes: bool = False):
+    """Concatenate ``x`` (``n_r x ...``, ``n_r`` may differ per rank) from every rank along dim 0, in rank order
+    (no gradient). With ``return_sizes`` also the list of every rank's ``n_r``."""
+    world = dist.get_world_size()
+    n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    sizes_i = [int(s.item()) for s in sizes]
+    most = max(sizes_i)
+    padded = x.new_zeros((most, *x.shape[1:]))
+    padded[: x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded.contiguous())
+    out = torch.cat([p[:s] for p, s in zip(parts, sizes_i)], dim=0)
+    return (out, sizes_i) if return_sizes else out
