@@ -417,3 +417,106 @@ def test_two_gloo_processes_keep_identical_memories_equal_to_one_process_on_the_
     assert mb.item() == pytest.approx((r0["mb"] + r1["mb"]) / 2, rel=1e-5)
     torch.testing.assert_close(torch.cat([r0["mb_grad"], r1["mb_grad"]]) / 2, sm.grad, rtol=1e-4, atol=1e-7)
     assert math.isfinite(mb.item())
+
+
+# ----------------------------------------------------------------------------------------------- through the trainer
+TINY_SEG = """
+_base_ = ['{root}/configs/cityscapes/demo/_base_/synthetic.py', '{root}/configs/_base_/models/pspnet_r18.py']
+model = dict(aux_head=False, encoder_depth=3, output_stride=8, psp_out_channels=32, psp_dropout=0.0)
+teacher = dict(model=dict(type='seg_model', arch='PSPNet', encoder='resnet18', num_classes=19, encoder_depth=3,
+                          output_stride=8, psp_out_channels=48, psp_dropout=0.0))
+data = dict(train=dict(num_samples=8, image_size=(32, 64), crop_size=(32, 64)),
+            val=dict(num_samples=4, image_size=(32, 64)), batch_size=4, val_batch_size=4)
+train = dict(iters=6, eval_interval=6, checkpoint_interval=6, log_interval=1)
+distill = [dict(type='CIRKDMiniBatch', student='decoder', teacher='decoder', group_size=2),
+           dict(type='CIRKDMemory', student='decoder', teacher='decoder', weight=0.1, pixel_memory_size=40,
+                region_memory_size=8, pixel_contrast_size=38, region_contrast_size=19)]
+"""
+
+
+def test_trainer_resume_continues_the_memories_exactly(tmp_path):
+    from densekd.config import load_config
+    from densekd.engine.trainer import Trainer
+    from tests.conftest import ROOT
+
+    cfg_path = tmp_path / "tiny_cirkd.py"
+    cfg_path.write_text(TINY_SEG.format(root=ROOT))
+
+    def run(work_dir, **kw):
+        return Trainer(load_config(cfg_path), work_dir, device="cpu", synthetic=True, **kw).train()
+
+    full = run(tmp_path / "full")
+    run(tmp_path / "part", max_iters=3)
+    resumed = run(tmp_path / "part", resume=True)
+    assert resumed["final"] == full["final"] and resumed["iters"] == full["iters"] == 6
+    a, b = (torch.load(tmp_path / d / "checkpoints" / "last.pth", weights_only=False) for d in ("full", "part"))
+    for k, v in a["model"].items():
+        assert torch.equal(v, b["model"][k]), k
+    memory_keys = [k for k in a["strategy"]["distill"] if k.startswith("losses.CIRKDMemory.")]
+    assert "losses.CIRKDMemory.teacher_pixel_queue" in memory_keys and int(a["strategy"]["distill"][
+        "losses.CIRKDMemory.steps"]) == 6
+    for k in memory_keys:
+        assert torch.equal(a["strategy"]["distill"][k], b["strategy"]["distill"][k]), k
+
+
+class _Pair(torch.nn.Module):
+    """A student conv, a frozen teacher conv and both CIRKD terms, as the distiller combines them."""
+
+    def __init__(self, group_size=None):
+        super().__init__()
+        torch.manual_seed(0)
+        self.student = torch.nn.Conv2d(3, 4, 1)
+        self.teacher = torch.nn.Conv2d(3, 6, 1).requires_grad_(False)
+        self.mb = CIRKDMiniBatch(T=0.1, group_size=group_size)
+        self.mem = memory(torch.Size([2, 4, 4, 5]), torch.Size([2, 6, 4, 5]), take_all=False, p=8, r=3,
+                          pixel_contrast_size=9, region_contrast_size=6)
+        self.mem.project_head[1].eval()  # running statistics: per-rank batch statistics would differ
+
+    def forward(self, x, target):
+        s, t = self.student(x), self.teacher(x)
+        return self.mb(s, t) + 0.1 * self.mem(s, t, target=target)
+
+
+def _ddp_batch(rank):
+    g = torch.Generator().manual_seed(30 + rank)
+    return torch.randn(2, 3, 4, 5, generator=g), torch.randint(0, 3, (2, 8, 10), generator=g)
+
+
+def _ddp_worker(rank, world, port, out_dir):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        model = _Pair()
+        ddp = DistributedDataParallel(model, broadcast_buffers=False)  # identical memories without DDP's broadcast
+        x, y = _ddp_batch(rank)
+        for _ in range(2):
+            ddp.zero_grad()
+            ddp(x, y).backward()
+        torch.save({"grads": {k: p.grad for k, p in model.named_parameters() if p.grad is not None},
+                    "state": {k: v for k, v in model.mem.state_dict().items() if "queue" in k or k == "steps"}},
+                   os.path.join(out_dir, f"ddp{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_under_ddp_the_averaged_gradients_equal_one_process_and_the_memories_stay_identical(tmp_path):
+    """The global-batch mini-batch term sends gradients back to the rows' processes inside DDP's backward."""
+    import torch.multiprocessing as mp
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"ddp{r}.pt", weights_only=False) for r in (0, 1))
+    for k in r0["state"]:
+        assert torch.equal(r0["state"][k], r1["state"][k]), k
+    one = _Pair()
+    (x0, y0), (x1, y1) = _ddp_batch(0), _ddp_batch(1)
+    x, y = torch.cat([x0, x1]), torch.cat([y0, y1])
+    for _ in range(2):
+        one.zero_grad()
+        one(x, y).backward()
+    assert set(r0["grads"]) >= {"student.weight", "mem.project_head.0.weight"}
+    for k, g in r0["grads"].items():
+        torch.testing.assert_close(g, dict(one.named_parameters())[k].grad, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(g, r1["grads"][k])
+    for k, v in r0["state"].items():
+        assert torch.equal(v, one.mem.state_dict()[k]), k
