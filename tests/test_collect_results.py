@@ -80,3 +80,50 @@ def test_published_rows_of_reviewkd_and_mlkd(tmp_path):
     assert "78.00 (78.28)" in rows["MLKD+LS"] and "70.00 (72.27)" in rows["MLKD+LS"]
     assert "ReviewKD: Chen et al. 2021" in text and "MLKD: Jin et al. 2023" in text and "MLKD+LS: Sun et al. 2024" in text
     assert list(rows).index("ReviewKD") < list(rows).index("MLKD") < list(rows).index("MLKD+LS")
+
+
+def fake_seg(root, config, seed, final, best, completed=True):
+    d = root / config.replace("/", "_") / f"seed{seed}"
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps({
+        "config": str(ROOT / "configs" / f"{config}.py"), "seed": seed, "primary_metric": "mIoU",
+        "final": {"mIoU": final, "pixel_acc": 90.0}, "best": {"mIoU": best, "pixel_acc": 91.0},
+        "completed": completed}))
+
+
+def test_cirkd_cityscapes_table_with_published_numbers(tmp_path):
+    from densekd.engine.results import cirkd_table, report
+
+    cirkd = [76.0, 76.4]
+    for s, v in enumerate(cirkd):
+        fake_seg(tmp_path, "cityscapes/cirkd/deeplabv3_r18_cirkd", s, v, v + 0.2)
+    fake_seg(tmp_path, "cityscapes/cirkd/deeplabv3_r18_baseline", 0, 74.0, 74.3)
+    fake_seg(tmp_path, "cityscapes/cirkd/deeplabv3_mbv2_cwd", 0, 74.5, 74.6)
+    fake_seg(tmp_path, "cityscapes/cirkd/pspnet_r18_dist", 0, 76.0, 76.1, completed=False)
+    fake_seg(tmp_path, "cityscapes/cirkd/deeplabv3_r101_teacher", 0, 78.0, 78.2)
+    fake(tmp_path, "cifar100/distill/resnet32x4-resnet8x4/kd", 0, 73.1, 73.5)
+    cells = collect([tmp_path])
+    assert cells[("cirkd", "deeplabv3_r18")].final == cirkd and ("teacher", "deeplabv3_r101") in cells
+    text = cirkd_table(cells, "final", published=True)
+    rows = {l.split("|")[1].strip(): [c.strip() for c in l.split("|")[2:-1]] for l in text.splitlines()
+            if l.startswith("| ")}
+    assert rows["Method"] == ["DeepLabV3-R18", "DeepLabV3-MBV2", "PSPNet-R18"]
+    assert rows["CIRKD"] == [f"{np.mean(cirkd):.2f} ± {np.std(cirkd, ddof=1):.2f} (76.38)", "(75.42)", "(74.73)"]
+    assert rows["Baseline"] == ["74.00 (74.21)", "(73.12)", "(72.55)"]
+    assert rows["CWD"] == ["(75.55)", "74.50 (74.66)", "(-)"]
+    assert rows["SKD"] == ["(75.42)", "(73.82)", "(-)"] and rows["IFVD"] == ["(75.59)", "(73.50)", "(-)"]
+    assert rows["DIST"] == ["(77.10)", "(-)", "76.00* (76.31)"]
+    assert rows["Teacher (DeepLabV3-R101)"] == ["78.00 (78.07)"] * 3
+    assert list(rows)[1:] == ["Teacher (DeepLabV3-R101)", "Baseline", "SKD", "IFVD", "CWD", "CIRKD", "DIST"]
+    assert "DIST: Huang et al. 2022" in text and "stopped before the end" in text and "**last evaluation**" in text
+    best = cirkd_table(cells, "best")
+    assert f"{np.mean(cirkd) + 0.2:.2f}" in best and "(76.38)" not in best and "(-)" not in best  # ours only
+    assert "PSPNet-R18" in best and "SKD" not in best  # without --published only the rows and columns that ran
+    both = report(cells, published=True)
+    assert both.count("Top-1 at the") == 2 and both.count("Cityscapes val mIoU") == 2
+    cifar = [l for l in both.split("Cityscapes val mIoU")[0].splitlines() if l.startswith("| Teacher →")][0]
+    assert "deeplabv3" not in cifar  # the Cityscapes runs stay out of the CRD-shaped table
+    out = subprocess.run([sys.executable, str(ROOT / "tools/collect_results.py"), str(tmp_path), "--published"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "| CIRKD | 76.20 ± 0.28 (76.38) | (75.42) | (74.73) |" in out.stdout

@@ -40,6 +40,10 @@ def test_the_expected_configs_exist():
                      "configs/cityscapes/cirkd/deeplabv3_r18_skd.py", "configs/cityscapes/cirkd/deeplabv3_r18_cwd.py",
                      "configs/cityscapes/cirkd/deeplabv3_r18_dist.py", "configs/cityscapes/cirkd/deeplabv3_r18_ifvd.py",
                      "configs/cityscapes/cirkd/pspnet_r18_baseline.py", "configs/cityscapes/cirkd/pspnet_r18_dist.py",
+                     "configs/cityscapes/cirkd/deeplabv3_r18_cirkd.py", "configs/cityscapes/cirkd/pspnet_r18_cirkd.py",
+                     "configs/cityscapes/cirkd/deeplabv3_mbv2_baseline.py",
+                     "configs/cityscapes/cirkd/deeplabv3_mbv2_skd.py", "configs/cityscapes/cirkd/deeplabv3_mbv2_cwd.py",
+                     "configs/cityscapes/cirkd/deeplabv3_mbv2_ifvd.py", "configs/cityscapes/cirkd/deeplabv3_mbv2_cirkd.py",
                      "configs/cityscapes/demo/teacher.py", "configs/cityscapes/demo/student_baseline.py",
                      "configs/cityscapes/demo/student_skd.py"]:
         assert expected in names
@@ -126,7 +130,9 @@ def terms_of(cfg):
 
 def test_cirkd_setting():
     for name in ["deeplabv3_r101_teacher", "deeplabv3_r18_baseline", "deeplabv3_r18_skd", "deeplabv3_r18_cwd",
-                 "deeplabv3_r18_ifvd", "deeplabv3_r18_dist", "pspnet_r18_baseline", "pspnet_r18_dist"]:
+                 "deeplabv3_r18_ifvd", "deeplabv3_r18_dist", "deeplabv3_r18_cirkd", "pspnet_r18_baseline",
+                 "pspnet_r18_dist", "pspnet_r18_cirkd", "deeplabv3_mbv2_baseline", "deeplabv3_mbv2_skd",
+                 "deeplabv3_mbv2_cwd", "deeplabv3_mbv2_ifvd", "deeplabv3_mbv2_cirkd"]:
         cfg = load(f"cityscapes/cirkd/{name}.py")
         assert tuple(cfg["data"]["train"]["crop_size"]) == (512, 1024), name
         assert cfg["data"]["batch_size"] == 16 and cfg["optimizer"]["lr"] == 0.02, name
@@ -134,8 +140,11 @@ def test_cirkd_setting():
         assert cfg["optimizer"]["weight_decay"] == (5e-4 if "dist" in name else 1e-4), name
         assert cfg["train"]["iters"] == 40000, name
         assert cfg["model"]["arch"] == ("PSPNet" if "pspnet" in name else "DeepLabV3"), name
-        assert cfg["model"]["encoder"] == ("resnet101" if "r101" in name else "resnet18"), name
-        if "dist" in name or "ifvd" in name:
+        assert cfg["model"]["encoder"] == ("resnet101" if "r101" in name else "mobilenet_v2" if "mbv2" in name
+                                           else "resnet18"), name
+        if "mbv2" in name:  # CIRKD's deeplab_mobile: 128-channel ASPP head, no auxiliary head
+            assert cfg["model"]["decoder_channels"] == 128 and cfg["model"]["aux_head"] is False, name
+        if cfg.get("distill"):
             assert cfg["teacher"]["model"]["arch"] == "DeepLabV3" and cfg["teacher"]["model"]["encoder"] == "resnet101"
     skd = terms_of(load("cityscapes/cirkd/deeplabv3_r18_skd.py"))
     assert skd["PairWiseKD"]["detach_norm"] is False  # CIRKD's F.normalize differentiates through the norm
@@ -147,6 +156,21 @@ def test_cirkd_setting():
     ifvd = load("cityscapes/cirkd/deeplabv3_r18_ifvd.py")["distill"]
     assert [(t["type"], t["student"], t["weight"]) for t in ifvd] == [
         ("PixelWiseKD", "segmentation_head.0", 1.0), ("IFVD", "decoder", 20.0)]
+    for method in ("skd", "cwd", "ifvd", "cirkd"):  # the MobileNetV2 student gets the ResNet-18 student's terms
+        assert load(f"cityscapes/cirkd/deeplabv3_mbv2_{method}.py")["distill"] == \
+            load(f"cityscapes/cirkd/deeplabv3_r18_{method}.py")["distill"], method
+    for name in ("deeplabv3_r18_cirkd", "pspnet_r18_cirkd", "deeplabv3_mbv2_cirkd"):
+        kd, mb, mem = load(f"cityscapes/cirkd/{name}.py")["distill"]
+        # train_cirkd.py: --lambda-kd 1, --lambda-minibatch-pixel 1, --lambda-memory-pixel/-region 0.1,
+        # --contrast-temperature 0.1, --contrast-kd-temperature 1, memories 20000 / 2000, contrast 4096 / 1024
+        assert (kd["type"], kd["weight"], kd["T"]) == ("PixelWiseKD", 1.0, 1.0)
+        assert (mb["type"], mb["student"], mb["weight"], mb["T"], mb["group_size"]) == (
+            "CIRKDMiniBatch", "decoder", 1.0, 0.1, 2)
+        assert (mem["type"], mem["student"], mem["teacher"], mem["weight"], mem["T"], mem["kd_T"]) == (
+            "CIRKDMemory", "decoder", "decoder", 0.1, 0.1, 1.0)
+        assert (mem["pixel_memory_size"], mem["region_memory_size"], mem["pixel_contrast_size"],
+                mem["region_contrast_size"], mem["pixel_weight"], mem["region_weight"]) == (20000, 2000, 4096, 1024,
+                                                                                          1.0, 1.0)
     for name in ("deeplabv3_r18_dist", "pspnet_r18_dist"):
         (dist,) = load(f"cityscapes/cirkd/{name}.py")["distill"]
         assert (dist["type"], dist["student"], dist["beta"], dist["gamma"], dist["T"], dist["weight"]) == (
@@ -155,7 +179,8 @@ def test_cirkd_setting():
 
 @pytest.mark.parametrize("name", ["cityscapes/cirkd/deeplabv3_r18_skd.py", "cityscapes/cirkd/deeplabv3_r18_cwd.py",
                                   "cityscapes/cirkd/deeplabv3_r18_ifvd.py", "cityscapes/cirkd/deeplabv3_r18_dist.py",
-                                  "cityscapes/cirkd/pspnet_r18_dist.py",
+                                  "cityscapes/cirkd/pspnet_r18_dist.py", "cityscapes/cirkd/deeplabv3_mbv2_skd.py",
+                                  "cityscapes/cirkd/deeplabv3_mbv2_cwd.py", "cityscapes/cirkd/deeplabv3_mbv2_ifvd.py",
                                   "cityscapes/pspnet_r18_cwd.py", "cityscapes/demo/student_skd.py"])
 def test_distiller_builds_for_the_other_kd_configs(name):
     """Every tap of these configs exists and every term sizes itself on real feature shapes."""
@@ -211,6 +236,28 @@ def test_cirkd_ifvd_and_dist_smoke_runs_through_tools_train(tmp_path, name, term
     step = [x for x in logs if f"loss/{terms[-1]}" in x][-1]
     for term in terms:
         assert math.isfinite(step[f"loss/{term}"]) and step[f"loss/{term}"] > 0, term
+
+
+@pytest.mark.parametrize("name", ["deeplabv3_r18_cirkd", "pspnet_r18_cirkd", "deeplabv3_mbv2_cirkd"])
+def test_cirkd_smoke_runs_through_tools_train_and_checkpoint_the_memories(tmp_path, name):
+    wd = tmp_path / "wd"
+    small_memory = ["distill.2.pixel_memory_size=64", "distill.2.region_memory_size=16"]
+    proc = subprocess.run(TRAIN + [str(CONFIGS / "cityscapes/cirkd" / f"{name}.py"), "--synthetic", "--max-iters", "2",
+                                   "--device", "cpu", "--work-dir", str(wd), "--cfg-options", *SMALL, *small_memory],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((wd / "summary.json").read_text())
+    assert summary["iters"] == 2 and summary["distill"] == ["PixelWiseKD", "CIRKDMiniBatch", "CIRKDMemory"]
+    logs = [json.loads(line) for line in (wd / "metrics.jsonl").read_text().splitlines()]
+    step = [x for x in logs if "loss/CIRKDMemory" in x][-1]
+    for term in summary["distill"]:
+        assert math.isfinite(step[f"loss/{term}"]) and step[f"loss/{term}"] > 0, term
+    import torch
+
+    state = torch.load(wd / "checkpoints" / "last.pth", weights_only=False)["strategy"]["distill"]
+    assert state["losses.CIRKDMemory.teacher_pixel_queue"].shape == (19, 64, 512)
+    assert state["losses.CIRKDMemory.teacher_segment_queue"].shape == (19, 16, 512)
+    assert int(state["losses.CIRKDMemory.steps"]) == 2 and int(state["losses.CIRKDMemory.segment_queue_ptr"].sum()) > 0
 
 
 def test_missing_teacher_checkpoint_names_the_command_that_trains_it(tmp_path):

@@ -1,10 +1,14 @@
-"""Collect ``summary.json`` files into tables shaped like CRD's Table 1.
+"""Collect ``summary.json`` files into tables shaped like CRD's Table 1 and CIRKD's Cityscapes table.
 
-Rows are methods, columns are teacher -> student pairs; each cell is the mean
+CIFAR-100 (:func:`table`): rows are methods, columns are teacher -> student pairs; each cell is the mean
 and standard deviation over seeds of the primary metric, from the last epoch
 (``final``) or the best epoch (``best``), labelled as such. Runs that stopped
 before the end of their schedule (``--max-iters`` smoke runs, interrupted
 runs) are marked, never silently mixed with finished ones.
+
+Cityscapes in CIRKD's setting (:func:`cirkd_table`, configs/cityscapes/cirkd/<student>_<method>.py): rows are
+methods, columns the three students, cells the val mIoU the same way. :func:`report` renders whichever of
+the two a set of runs fills.
 """
 from __future__ import annotations
 
@@ -60,6 +64,29 @@ PUBLISHED_ELSEWHERE = {"dist": "DIST: Huang et al. 2022", "kd_ls": "KD+LS, DKD+L
                        "mlkd": "MLKD: Jin et al. 2023", "mlkd_ls": "MLKD+LS: Sun et al. 2024"}
 
 
+# CIRKD's Cityscapes benchmark (Yang et al., CVPR 2022): val mIoU from the release's README (winycg/CIRKD,
+# "Performance on Cityscapes" and "Performance of Segmentation KD methods on Cityscapes"), teacher DeepLabV3-R101
+# 78.07; the DIST row from DIST's segmentation release (Huang et al., NeurIPS 2022, hunto/DIST_KD). None: no
+# published number for that student.
+CIRKD_STUDENTS = ["deeplabv3_r18", "deeplabv3_mbv2", "pspnet_r18"]
+CIRKD_STUDENT_NAMES = {"deeplabv3_r18": "DeepLabV3-R18", "deeplabv3_mbv2": "DeepLabV3-MBV2",
+                       "pspnet_r18": "PSPNet-R18"}
+CIRKD_TEACHER = "deeplabv3_r101"
+CIRKD_METHODS = ["baseline", "skd", "ifvd", "cwd", "cirkd", "dist"]
+CIRKD_METHOD_NAMES = {"baseline": "Baseline", "skd": "SKD", "ifvd": "IFVD", "cwd": "CWD", "cirkd": "CIRKD",
+                      "dist": "DIST"}
+CIRKD_PUBLISHED = {  # method -> values in CIRKD_STUDENTS order
+    "teacher": [78.07, 78.07, 78.07],
+    "baseline": [74.21, 73.12, 72.55],
+    "skd": [75.42, 73.82, None],
+    "ifvd": [75.59, 73.50, None],
+    "cwd": [75.55, 74.66, None],
+    "cirkd": [76.38, 75.42, 74.73],
+    "dist": [77.10, None, 76.31],
+}
+CIRKD_PUBLISHED_ELSEWHERE = {"dist": "DIST: Huang et al. 2022"}
+
+
 @dataclass
 class Cell:
     final: list[float] = field(default_factory=list)
@@ -69,8 +96,15 @@ class Cell:
 
 
 def place(name: str) -> tuple[str, str]:
-    """(row, column) of a config name: benchmark configs map to (method, pair)."""
+    """(row, column) of a config name: benchmark configs map to (method, pair); CIRKD's Cityscapes configs to
+    (method, student), its teacher to ``('teacher', 'deeplabv3_r101')``."""
     parts = name.split("/")
+    if len(parts) >= 3 and parts[-3:-1] == ["cityscapes", "cirkd"]:
+        if parts[-1] == f"{CIRKD_TEACHER}_teacher":
+            return "teacher", CIRKD_TEACHER
+        for student in CIRKD_STUDENTS:
+            if parts[-1].startswith(student + "_"):
+                return parts[-1][len(student) + 1:], student
     if len(parts) >= 3 and parts[-3] == "distill":
         return parts[-1], parts[-2]
     if len(parts) >= 2 and parts[-2] in ("teachers", "students"):
@@ -110,7 +144,8 @@ def table(cells: dict[tuple[str, str], Cell], which: str = "final", published: b
     """Markdown table; ``which`` is ``'final'`` (last epoch) or ``'best'`` (best epoch)."""
     pair_cols = [p for p in PAIRS if any(c == p for _, c in cells)]
     arch_cols = {p: p.split("-") for p in PAIRS}
-    other_cols = sorted({c for (_, c) in cells if c not in PAIRS and c != "-" and not _is_arch(c, cells)})
+    other_cols = sorted({c for (_, c) in cells if c not in PAIRS and c != "-" and not _is_arch(c, cells)
+                         and not _is_cirkd(c)})
     cols = pair_cols + other_cols
     rows = [r for r in METHOD_ORDER if any(k[0] == r for k in cells)]
     rows += sorted({r for r, c in cells if r not in METHOD_ORDER and r not in ("teacher", "student")})
@@ -156,6 +191,64 @@ def table(cells: dict[tuple[str, str], Cell], which: str = "final", published: b
     if incomplete:
         lines.append("\\* includes runs that stopped before the end of their schedule (e.g. --max-iters smoke runs).")
     return "\n".join(lines) + "\n"
+
+
+def _is_cirkd(col: str) -> bool:
+    return col in CIRKD_STUDENTS or col == CIRKD_TEACHER
+
+
+def cirkd_table(cells: dict[tuple[str, str], Cell], which: str = "final", published: bool = False) -> str:
+    """CIRKD's Cityscapes table (Markdown): methods x students, val mIoU (mean ± std over seeds), the teacher's
+    row repeated under every student (they share it); ``published`` adds the published number in parentheses
+    (``(-)`` where none was published)."""
+    cols = [c for c in CIRKD_STUDENTS if published or any(k[1] == c for k in cells)]
+    rows = [r for r in CIRKD_METHODS if published or any(k == (r, c) for c in cols for k in cells)]
+    rows += sorted({r for r, c in cells if c in CIRKD_STUDENTS and r not in CIRKD_METHODS})
+    incomplete = False
+
+    def cell_text(row, col):
+        nonlocal incomplete
+        c = cells.get((row, CIRKD_TEACHER) if row == "teacher" else (row, col))
+        text = fmt(getattr(c, which)) if c else ""
+        if c and c.incomplete:
+            text += "*"
+            incomplete = True
+        if published and row in CIRKD_PUBLISHED:
+            ref = CIRKD_PUBLISHED[row][CIRKD_STUDENTS.index(col)]
+            text = f"{text} ({ref:.2f})" if ref is not None else f"{text} (-)"
+        return text.strip()
+
+    label = {"final": "last evaluation", "best": "best evaluation"}[which]
+    others = sorted({CIRKD_PUBLISHED_ELSEWHERE[r] for r in rows if r in CIRKD_PUBLISHED_ELSEWHERE}) if published else []
+    source = "published CIRKD table" + (f" ({'; '.join(others)})" if others else "")
+    lines = [f"Cityscapes val mIoU at the **{label}**, CIRKD's setting (mean ± std over seeds"
+             + (f"; {source} in parentheses" if published else "") + ")", ""]
+    header = ["Method"] + [CIRKD_STUDENT_NAMES[c] for c in cols]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    if cols:
+        if published or any(k == ("teacher", CIRKD_TEACHER) for k in cells):
+            lines.append("| " + " | ".join(["Teacher (DeepLabV3-R101)"] + [cell_text("teacher", c) for c in cols]) + " |")
+        for r in rows:
+            lines.append("| " + " | ".join([CIRKD_METHOD_NAMES.get(r, r)] + [cell_text(r, c) for c in cols]) + " |")
+    counts = sorted({len(c.final) for k, c in cells.items() if _is_cirkd(k[1])})
+    if counts:
+        lines += ["", f"Seeds per cell: {', '.join(map(str, counts))}."]
+    if incomplete:
+        lines.append("\\* includes runs that stopped before the end of their schedule (e.g. --max-iters smoke runs).")
+    return "\n".join(lines) + "\n"
+
+
+def report(cells: dict[tuple[str, str], Cell], published: bool = False) -> str:
+    """Every table a set of runs fills: CIRKD's Cityscapes table when there are such runs, the CRD-shaped
+    tables for the others (both, last and best evaluation)."""
+    cirkd = {k: v for k, v in cells.items() if _is_cirkd(k[1])}
+    rest = {k: v for k, v in cells.items() if not _is_cirkd(k[1])}
+    parts = []
+    if rest or not cirkd:
+        parts += [table(rest, "final", published), table(rest, "best", published)]
+    if cirkd:
+        parts += [cirkd_table(cirkd, "final", published), cirkd_table(cirkd, "best", published)]
+    return "\n".join(parts)
 
 
 def _is_arch(col: str, cells) -> bool:

@@ -7,3 +7,4 @@ from densekd.losses.contrastive import *  # noqa: F401,F403
 from densekd.losses.dense import *  # noqa: F401,F403
 from densekd.losses.adversarial import *  # noqa: F401,F403
 from densekd.losses.depth import *  # noqa: F401,F403
+from densekd.losses.cirkd import *  # noqa: F401,F403

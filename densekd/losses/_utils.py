@@ -10,6 +10,7 @@ import math
 from typing import Any, Sequence
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -170,3 +171,27 @@ def epoch_warmup(epoch: float | None, warmup: float) -> float:
     if epoch is None or warmup == 0:
         return 1.0
     return min((math.floor(max(float(epoch), 0.0)) + 1.0) / float(warmup), 1.0)
+
+
+def distributed_world() -> int:
+    """World size when a process group is up, else 1."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size()
+    return 1
+
+
+def all_gather_rows(x: torch.Tensor, return_sizes: bool = False):
+    """Concatenate ``x`` (``n_r x ...``, ``n_r`` may differ per rank) from every rank along dim 0, in rank order
+    (no gradient). With ``return_sizes`` also the list of every rank's ``n_r``."""
+    world = dist.get_world_size()
+    n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    sizes_i = [int(s.item()) for s in sizes]
+    most = max(sizes_i)
+    padded = x.new_zeros((most, *x.shape[1:]))
+    padded[: x.shape[0]] = x
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded.contiguous())
+    out = torch.cat([p[:s] for p, s in zip(parts, sizes_i)], dim=0)
+    return (out, sizes_i) if return_sizes else out

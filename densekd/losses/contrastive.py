@@ -15,33 +15,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from densekd.nn.connectors import LinearEmbed
-from densekd.losses._utils import as_list, shape_list
 from densekd.losses.base import RankSynchronised
+from densekd.losses._utils import all_gather_rows as _all_gather_rows, as_list, shape_list
+from densekd.losses._utils import distributed_world as _distributed_world
 from densekd.registry import LOSSES
 
 __all__ = ["CRD"]
-
-
-def _distributed_world() -> int:
-    """World size when a process group is up, else 1."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size()
-    return 1
-
-
-def _all_gather_rows(x: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``x`` (``n_r x ...``, ``n_r`` may differ per rank) from every rank along dim 0, rank order."""
-    world = dist.get_world_size()
-    n = torch.tensor([x.shape[0]], device=x.device, dtype=torch.long)
-    sizes = [torch.zeros_like(n) for _ in range(world)]
-    dist.all_gather(sizes, n)
-    sizes_i = [int(s.item()) for s in sizes]
-    most = max(sizes_i)
-    padded = x.new_zeros((most, *x.shape[1:]))
-    padded[: x.shape[0]] = x
-    parts = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(parts, padded.contiguous())
-    return torch.cat([p[:s] for p, s in zip(parts, sizes_i)], dim=0)
 
 
 @LOSSES.register()

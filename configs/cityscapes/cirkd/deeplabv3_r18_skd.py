@@ -1,17 +1,4 @@
 # Structured KD in CIRKD's setting (winycg/CIRKD train_scripts/train_kd/train_skd.sh; CIRKD: 75.42 mIoU):
-# DeepLabV3-R101 -> DeepLabV3-R18, 512 x 1024 crops, batch 16, lr 0.02.
-#   * pixel-wise: CIRKD's CriterionKD (per-pixel KL, 'batchmean' over B*h*w, T = 1) with --lambda-kd 1 on the
-#     1/8-resolution logits -- the same normalisation as PixelWiseKD (which also masks ignore pixels): weight 1;
-#   * pair-wise: CIRKD's CriterionStructuralKD on the ASPP-head features ('decoder'), fixed 2 x 2 max-pooling
-#     windows (a 64 x 128 map -> a 32 x 64 node grid at 512 x 1024 crops), F.normalize (norm not detached),
-#     mean over B * N^2 pairs, --lambda-skd 10: weight 10;
-#   * holistic: densekd's WGAN-GP critic with the structured-KD weight 0.1. CIRKD itself trains a hinge-loss
-#     critic of the same architecture with --lambda-adv 0.001 (generator) in every KD run; use
-#     --cfg-options distill.2.weight=0.001 to match its generator weight.
-_base_ = ['./deeplabv3_r18_baseline.py', '../../_base_/models/teacher_deeplabv3_r101.py']
-distill = [
-    dict(type='PixelWiseKD', student='segmentation_head.0', teacher='segmentation_head.0', weight=1.0, T=1.0),
-    dict(type='PairWiseKD', student='decoder', teacher='decoder', weight=10.0, pool='max', grid=(32, 64),
-         detach_norm=False),
-    dict(type='HolisticKD', student='segmentation_head.0', teacher='segmentation_head.0', weight=0.1),
-]
+# DeepLabV3-R101 -> DeepLabV3-R18, 512 x 1024 crops, batch 16, lr 0.02; terms and weights in the method base.
+_base_ = ['./deeplabv3_r18_baseline.py', '../../_base_/models/teacher_deeplabv3_r101.py',
+          '../../_base_/cityscapes/cirkd_methods/skd.py']
