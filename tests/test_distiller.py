@@ -252,3 +252,36 @@ def test_cskd_config_trains_on_synthetic_class_pairs(tmp_path):
     assert cfg["data"]["train"]["dataset"]["type"] == "SyntheticCIFAR100"
     summary = Trainer(cfg, tmp_path, device="cpu", synthetic=True, max_iters=2).train()
     assert summary["iters"] == 2 and summary["distill"] == ["CSKD"]
+
+
+def test_auto_connector_picks_identity_conv_or_linear_and_never_flattens_maps():
+    from densekd.nn.connectors import ConvConnector, build_connector
+
+    assert isinstance(build_connector("auto", torch.Size([2, 8, 4, 4]), torch.Size([2, 8, 4, 4])), torch.nn.Identity)
+    conv = build_connector("auto", torch.Size([2, 8, 4, 4]), torch.Size([2, 16, 4, 4]))
+    assert isinstance(conv, ConvConnector) and sum(p.numel() for p in conv.parameters()) < 8 * 16 * 2 + 64
+    lin = build_connector("auto", torch.Size([2, 8]), torch.Size([2, 16]))
+    assert lin(torch.randn(3, 8)).shape == (3, 16)
+    # IRG's benchmark pairs: the 256-wide stages of resnet32x4 / resnet8x4 need no connector at all
+    cfg = load_config("configs/cifar100/distill/resnet32x4-resnet8x4/irg.py")
+    assert cfg["distill"][0]["connector"] == "auto"
+    s, t = models("resnet8x4", "resnet32x4")
+    d = Distiller(s, CLS, [t], cfg["distill"], probe=batch()["image"])
+    assert sum(p.numel() for p in d.connectors.parameters()) == 0 and d.oversized_connectors() == []
+
+
+def test_a_connector_larger_than_the_student_is_reported():
+    s, t = models("resnet8", "resnet8x4")
+    term = dict(type="FitNet", student="feats[-2]", teacher="feats[-2]", connector="linear")  # 64x8x8 -> 256x8x8
+    d = Distiller(s, CLS, [t], [term], probe=batch()["image"])
+    (name, n), = d.oversized_connectors()
+    assert name == "FitNet" and n == 64 * 64 * 256 * 64 + 256 * 64 > sum(p.numel() for p in s.parameters())
+
+
+def test_trainer_warns_at_start_up_about_an_oversized_connector(tiny_config, tmp_path):
+    extra = ("teacher = dict(model=dict(type='simple_cnn', num_classes=100, width=16, norm='bn'))\n"
+             "distill = [dict(type='FitNet', student='feats[-2]', teacher='feats[-2]', connector='linear')]\n")
+    Trainer(load_config(tiny_config(extra=extra)), tmp_path / "w", device="cpu", synthetic=True,
+            max_iters=1)
+    log = (tmp_path / "w/train.log").read_text()
+    assert "distill term 'FitNet': its connectors have" in log and "connector='auto'" in log

@@ -157,6 +157,12 @@ class Distiller(nn.Module):
                     bool(cfg.get("init_only", False)), None, dict(type=cfg["type"], **kwargs))
 
     @torch.no_grad()
+    def oversized_connectors(self) -> list[tuple[str, int]]:
+        """(term name, parameters) of every term whose connectors hold more parameters than the student."""
+        budget = sum(p.numel() for p in self.student.parameters())
+        sizes = [(name, sum(p.numel() for p in c.parameters())) for name, c in self.connectors.items()]
+        return [(name, n) for name, n in sizes if n > budget]
+
     def _build_losses(self, probe: torch.Tensor | dict, num_classes, num_data) -> None:
         def probe_input(key: str) -> torch.Tensor:
             return batch_input(probe, key, "the probe batch") if isinstance(probe, dict) else probe

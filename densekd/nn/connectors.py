@@ -64,7 +64,17 @@ class MLPEmbed(nn.Module):
 
 
 def build_connector(kind: str, s_shape: torch.Size, t_shape: torch.Size, **kwargs) -> nn.Module:
-    """Build a connector from observed (batched) shapes: ``'conv'``, ``'linear'``, ``'mlp'`` or ``'identity'``."""
+    """Build a connector from observed (batched) shapes: ``'conv'``, ``'linear'``, ``'mlp'``, ``'identity'``, or
+    ``'auto'``: identity when the shapes agree, a 1x1 conv for two feature maps, a linear map otherwise (never
+    a linear map of a flattened map, which at CIFAR's 256 x 8 x 8 would be a 16384 -> 16384 layer of 268 M
+    parameters)."""
+    if kind == "auto":
+        if tuple(s_shape[1:]) == tuple(t_shape[1:]):
+            kind = "identity"
+        elif len(s_shape) == 4 and len(t_shape) == 4:
+            kind = "conv"
+        else:
+            kind = "linear"
     if kind == "identity":
         if tuple(s_shape[1:]) != tuple(t_shape[1:]):
             raise ValueError(f"identity connector needs equal shapes; student {tuple(s_shape)} vs teacher "
@@ -80,7 +90,7 @@ def build_connector(kind: str, s_shape: torch.Size, t_shape: torch.Size, **kwarg
         kwargs.setdefault("normalize", False)
         return nn.Sequential(embed(int(torch.Size(s_shape[1:]).numel()), int(torch.Size(t_shape[1:]).numel()), **kwargs),
                              nn.Unflatten(1, tuple(t_shape[1:])))
-    raise ValueError(f"unknown connector kind {kind!r}; choose 'conv', 'linear', 'mlp' or 'identity'")
+    raise ValueError(f"unknown connector kind {kind!r}; choose 'auto', 'conv', 'linear', 'mlp' or 'identity'")
 
 
 def _spatial(shape, who: str) -> tuple[int, int, int]:

@@ -49,6 +49,11 @@ class DistillationStrategy(Strategy):
                                 probe=probe_batch(ctx.train_set) if cfg.get("distill") else None,
                                 num_classes=getattr(ctx.train_set, "num_classes", None),
                                 num_data=len(ctx.train_set), teacher_inputs=inputs, student_input=ctx.student_input)
+        student_params = sum(p.numel() for p in student.parameters())
+        for name, n in self.distiller.oversized_connectors():
+            ctx.warn(f"distill term {name!r}: its connectors have {n:,} parameters, more than the student's "
+                     f"{student_params:,}; a linear connector on a flattened feature map is usually the cause: use "
+                     f"connector='auto' (identity for equal shapes, a 1x1 conv between maps)")
         separate = {id(p) for p in self.distiller.separate_parameters()}
         self.optimizer = build_optimizer(cfg.get("optimizer", dict(type="SGD", lr=0.1)), [self.distiller], separate,
                                          named=student)
