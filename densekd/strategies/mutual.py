@@ -30,7 +30,9 @@ from torch import nn
 from densekd.losses.base import check_capabilities
 from densekd.registry import LOSSES, STRATEGIES
 from densekd.strategies.base import BuildContext
-from densekd.strategies.cohort import CohortStrategy, StudentCohort, peer_names  # noqa: F401 (peer_names: API)
+from densekd.strategies.cohort import CohortStrategy, StudentCohort, peer_names
+
+__all__ = ["Cohort", "MutualLearningStrategy", "peer_names"]
 
 
 class Cohort(StudentCohort):
