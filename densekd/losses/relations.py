@@ -464,6 +464,10 @@ def student_t_conditional(f: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return k / k.sum(dim=1, keepdim=True)
 
 
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def jeffreys(p_t: torch.Tensor, p_s: torch.Tensor, reduction: str = "mean", floor: float = 1e-12) -> torch.Tensor:
     """``KL(p_t || p_s) + KL(p_s || p_t)`` entry by entry, ``(p_t - p_s) (log p_t - log p_s)``, summed
     (``'sum'``) or averaged (``'mean'``) over all entries; the logs take ``max(p, floor)``."""
@@ -511,7 +515,8 @@ class IFM(nn.Module):
     normalisation's); CIFAR-100 configs tap ``feats[1:]`` (three stages and the pooled embedding, which is the
     weight-1 layer) with term weight 10000 (configs/_base_/cifar100/methods/ifm.py, our choice: the authors
     train without cross-entropy and publish no CIFAR-100 weight). Departures: the logs take ``max(P, 1e-12)``
-    (only matters for exactly opposite features); the teacher side carries no gradient.
+    (only matters for exactly opposite features); the teacher side carries no gradient; under AMP the
+    distributions are computed in float32.
     """
 
     MATCHES = ("divergence",)
@@ -595,9 +600,10 @@ class IFM(nn.Module):
         if any(x.shape[0] != b for x in s_list + t_list):
             raise ValueError(f"IFM: every tap must share the batch size; got student "
                              f"{[tuple(x.shape) for x in s_list]}, teacher {[tuple(x.shape) for x in t_list]}")
-        p_s = [self.conditionals(s) for s in s_list]
-        with torch.no_grad():
-            p_t = [self.conditionals(t) for t in t_list]
+        with torch.autocast(s_list[0].device.type, enabled=False):  # probabilities ~1/B: in float32 at least
+            p_s = [self.conditionals(_at_least_fp32(s)) for s in s_list]
+            with torch.no_grad():
+                p_t = [self.conditionals(_at_least_fp32(t)) for t in t_list]
         if self.match_mode == "divergence" and (self.matched.numel() != len(s_list) or bool((self.matched < 0).any())):
             self.fit_match([[p.detach() for p in ps] for ps in p_s], p_t)
         matched = list(range(len(s_list))) if self.match_mode == "in_order" else self.matched.tolist()
