@@ -233,3 +233,13 @@ def test_shipped_kdcl_configs_train_on_synthetic_data(path, tmp_path):
 
 def test_registered_wrappers():
     assert {"MultiViewDataset", "HoldoutSplit"} <= set(DATASETS.names())
+
+
+def test_check_data_maps_held_out_indices_to_the_inner_samples(monkeypatch):
+    base = DATASETS.build(dict(type="SyntheticCIFAR100", split="train", num_samples=20))
+    checked = []
+    monkeypatch.setattr(base, "check_sample", lambda i: checked.append(i), raising=False)
+    split = HoldoutSplit(base, holdout=5)
+    MultiViewDataset(split, views=2).check_sample(3)  # forwarded to the split, which maps the index
+    assert checked == [int(split.indices[3])]
+    assert split.sample_files(0) == []

@@ -156,6 +156,14 @@ class HoldoutSplit(_Forwarding):
         fn = getattr(self.dataset, "sample_files", None)
         return list(fn(self.inner_index(index))) if fn is not None else []
 
+    def check_sample(self, index: int) -> None:
+        """``tools/check_data.py``: the inner dataset's check of the sample this index maps to."""
+        fn = getattr(self.dataset, "check_sample", None)
+        if fn is not None:
+            fn(self.inner_index(index))
+        else:
+            self.dataset[self.inner_index(index)]
+
     def holdout_set(self) -> "HoldoutSplit":
         """The held-out part of the same split (see the class docstring for its augmentation)."""
         inner: Any = self.dataset
