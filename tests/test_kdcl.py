@@ -40,6 +40,16 @@ def test_minlogit_is_the_elementwise_minimum_of_the_logits_relative_to_the_targe
     assert torch.equal(minlogit_teacher([Z1, Z2], Y), want)
 
 
+def test_rules_take_any_number_of_students():
+    z3 = torch.tensor([[3.0, 0.0, 0.0], [0.0, 0.0, 0.0], [5.0, 0.0, 1.0]])
+    # sample 0: z3 is the most confident on class 0; samples 1, 2 as before (z3 is worse there)
+    assert torch.equal(naive_teacher([Z1, Z2, z3], Y),
+                       torch.tensor([[3.0, 0.0, 0.0], [0.0, 3.0, 1.0], [0.0, 0.0, 2.0]]))
+    # z3 - z3[y]: [0, -3, -3], [0, 0, 0], [4, -1, 0]
+    assert torch.equal(minlogit_teacher([Z1, Z2, z3], Y),
+                       torch.tensor([[0.0, -3.0, -3.0], [-3.0, 0.0, -2.0], [-2.0, -2.0, 0.0]]))
+
+
 def test_linear_teacher_is_the_weighted_sum_of_the_logits():
     want = torch.tensor([[1.25, 1.75, 0.375], [0.0, 1.5, 3.25], [0.25, 0.25, 1.75]])  # 0.25 z1 + 0.75 z2
     assert torch.allclose(linear_teacher([Z1, Z2], torch.tensor([0.25, 0.75])), want)
