@@ -23,11 +23,11 @@ from densekd.config import config_name
 PAIRS = ["wrn_40_2-wrn_16_2", "wrn_40_2-wrn_40_1", "resnet56-resnet20", "resnet110-resnet20",
          "resnet110-resnet32", "resnet32x4-resnet8x4", "vgg13-vgg8"]
 METHOD_ORDER = ["kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst", "crd", "crd_kd",
-                "ofd", "irg", "dkd", "kdsvd", "dist", "kd_ls", "dkd_ls", "reviewkd", "mlkd", "mlkd_ls"]
+                "ofd", "irg", "dkd", "kdsvd", "dist", "kd_ls", "dkd_ls", "reviewkd", "mlkd", "mlkd_ls", "ifm"]
 METHOD_NAMES = {"kd": "KD", "fitnet": "FitNet", "at": "AT", "sp": "SP", "cc": "CC", "vid": "VID", "rkd": "RKD",
                 "pkt": "PKT", "ab": "AB", "ft": "FT", "fsp": "FSP", "nst": "NST", "crd": "CRD", "crd_kd": "CRD+KD",
                 "ofd": "OFD", "irg": "IRG", "dkd": "DKD", "kdsvd": "KDSVD", "dist": "DIST", "kd_ls": "KD+LS",
-                "dkd_ls": "DKD+LS", "reviewkd": "ReviewKD", "mlkd": "MLKD", "mlkd_ls": "MLKD+LS"}
+                "dkd_ls": "DKD+LS", "reviewkd": "ReviewKD", "mlkd": "MLKD", "mlkd_ls": "MLKD+LS", "ifm": "IFM"}
 PUBLISHED = {  # method -> values in PAIRS order
     "teacher": [75.61, 75.61, 72.34, 74.31, 74.31, 79.42, 74.64],
     "student": [73.26, 71.98, 69.06, 69.06, 71.14, 72.50, 70.36],

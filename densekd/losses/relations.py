@@ -1,4 +1,4 @@
-"""Relation (instance-to-instance) distillation losses: SP, CC, RKD, PKT, IRG.
+"""Relation (instance-to-instance) distillation losses: SP, CC, RKD, PKT, IRG, IFM.
 
 These losses compare *relations between the samples of a batch* (Gram matrices,
 distances, angles, similarity distributions) rather than the features
@@ -7,13 +7,15 @@ themselves, so student and teacher widths may differ (except where noted).
 Normalisations follow RepDistiller (HobbitLong/RepDistiller, ``distiller_zoo``)
 so that its term weights reproduce the published recipe: SP 3000, CC 0.02,
 RKD 1, PKT 30000. IRG has no RepDistiller version; it follows the authors'
-released Caffe code (yufanLIU/IRG), see its docstring.
+released Caffe code (yufanLIU/IRG), see its docstring; IFM follows the authors'
+release (passalis/pkth), see its docstring.
 
 Every ``forward(student, teacher, **extra)`` takes one tensor or a list of
 tensors (one per tap) for each side and returns the un-weighted scalar loss.
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import torch
@@ -21,10 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from densekd.nn.connectors import LinearEmbed
-from densekd.losses._utils import check_same_length, shape_list, tap_lists
+from densekd.losses._utils import as_list, check_same_length, shape_list, tap_lists
 from densekd.registry import LOSSES
 
-__all__ = ["SP", "CC", "RKD", "PKT", "IRG"]
+__all__ = ["SP", "CC", "RKD", "PKT", "IRG", "IFM", "cosine_conditional", "student_t_conditional", "jeffreys"]
 
 
 # --------------------------------------------------------------------------- helpers
@@ -435,3 +437,178 @@ class IRG(nn.Module):
             loss_t = loss_t + (self.transform_vector(vs[i], vs[j]) - lam_t).pow(2).sum() / 2
 
         return self.w_vertex * loss_v + self.w_edge * loss_e + self.w_transform * loss_t
+
+
+# --------------------------------------------------------------------------- IFM
+def cosine_conditional(f: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The conditional probabilities of a batch of features under the cosine kernel (``B x B``).
+
+    Rows of ``f`` (flattened to ``B x D``) are divided by ``||f_i|| + eps`` (a zero row stays zero),
+    ``K_ij = (cos(f_i, f_j) + 1) / 2`` in ``[0, 1]`` with the diagonal included (``K_ii = 1``), and every row is
+    normalised to sum to 1: ``P[i, j] = K_ij / sum_k K_ik``, the probability of picking ``j`` as the neighbour of
+    ``i``. ``K`` is symmetric, so ``P^T`` is the column normalisation ``K_ij / sum_k K_kj``.
+    """
+    f = _flat(f)
+    f = f / (f.norm(p=2, dim=1, keepdim=True) + eps)
+    f = torch.nan_to_num(f, nan=0.0)
+    k = (f @ f.t() + 1.0) / 2.0
+    return k / k.sum(dim=1, keepdim=True)
+
+
+def student_t_conditional(f: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """The same with the Student-t kernel ``K_ij = 1 / (1 + sqrt(||f_i - f_j||^2 + eps))`` (row-normalised)."""
+    f = _flat(f)
+    sq = f.pow(2).sum(dim=1)
+    d = (sq[:, None] + sq[None, :] - 2.0 * f @ f.t()).clamp(min=0.0)
+    k = 1.0 / (1.0 + torch.sqrt(d + eps))
+    return k / k.sum(dim=1, keepdim=True)
+
+
+def _at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
+def jeffreys(p_t: torch.Tensor, p_s: torch.Tensor, reduction: str = "mean", floor: float = 1e-12) -> torch.Tensor:
+    """``KL(p_t || p_s) + KL(p_s || p_t)`` entry by entry, ``(p_t - p_s) (log p_t - log p_s)``, summed
+    (``'sum'``) or averaged (``'mean'``) over all entries; the logs take ``max(p, floor)``."""
+    terms = (p_t - p_s) * (p_t.clamp(min=floor).log() - p_s.clamp(min=floor).log())
+    return terms.sum() if reduction == "sum" else terms.mean()
+
+
+@LOSSES.register()
+class IFM(nn.Module):
+    """Information-flow modelling. Passalis, Tzelepi & Tefas, CVPR 2020, "Heterogeneous Knowledge
+    Distillation using Information Flow Modeling" (authors' code: passalis/pkth).
+
+    For every tapped layer ``l`` the batch's features give conditional probabilities
+    (:func:`cosine_conditional`): ``K_ij = (cos(f_i, f_j) + 1) / 2``, ``P_l[i, j] = K_ij / sum_k K_ik`` (each row
+    normalised, the diagonal included, as the authors' ``prob_loss``; with a symmetric ``K`` row and column
+    normalisation give transposed matrices, so the divergence below is the same either way). Student layer
+    ``i`` is matched to teacher layer ``m(i)`` by the Jeffreys divergence
+    ``D_J(P_t || P_s) = sum_{ij} (P_t - P_s)_ij (log P_t - log P_s)_ij = KL(P_t || P_s) + KL(P_s || P_t)``,
+    divided by the ``B^2`` pairs with ``reduction='mean'`` (the default: the authors' ``torch.mean``, which
+    their weights assume) or summed over the pairs with ``reduction='sum'``:
+
+        ``loss = sum_i w_i(epoch) * D_J(P_t^{m(i)} || P_s^i)``
+
+    **Critical-period-aware weights**: the last student tap has weight 1, every other
+    ``alpha_init * gamma ** floor(epoch)`` (epochs counted from 0, the fractional ``epoch`` the trainer passes
+    in ``**extra``; without it, epoch 0): the intermediate layers dominate early, while the network's
+    information flow forms, and fade out (the authors' CIFAR-10 script: weights ``(1, w, w, w)`` for its last
+    and three earlier layers, ``w = 100`` in the first epoch, times ``0.7`` after every epoch).
+
+    **Layer matching** (``match``): ``None`` pairs the taps in order (student tap ``i`` with teacher tap
+    ``i``: equal counts; the benchmark pairs, whose stages correspond); a list gives ``m(i)`` explicitly;
+    ``'divergence'`` pairs each student layer with the teacher layer whose conditional distribution is
+    closest to its own, ``m(i) = argmin_j D_J(P_t^j || P_s^i)``, computed once, on the first batch the loss
+    sees (averaged over processes under DDP), kept in the ``matched`` buffer (so it is checkpointed and a
+    resumed run keeps it) and logged nowhere else; several student layers may share a teacher layer. It is
+    measured with the student at initialisation: for heterogeneous pairs an explicit list (or the
+    auxiliary-network pipeline, ``configs/pipelines/cifar100_ifm_auxiliary.py``) is the safer choice.
+
+    ``kernel='combined'`` adds, per layer, the same divergence under the Student-t kernel
+    (:func:`student_t_conditional`), the kernel pair of the authors' released CIFAR-10 experiments.
+
+    Shapes: ``student`` / ``teacher``: a tensor or list of tensors ``B x ...`` (flattened; widths and spatial
+    sizes may differ), ``B >= 2``. Defaults: ``alpha_init=100, gamma=0.7`` (the authors' script),
+    ``kernel='cosine'`` (the paper's kernel), ``reduction='mean'``, ``match=None``, ``eps=1e-6`` (the cosine
+    normalisation's); CIFAR-100 configs tap ``feats[1:]`` (three stages and the pooled embedding, which is the
+    weight-1 layer) with term weight 10000 (configs/_base_/cifar100/methods/ifm.py, our choice: the authors
+    train without cross-entropy and publish no CIFAR-100 weight). Departures: the logs take ``max(P, 1e-12)``
+    (only matters for exactly opposite features); the teacher side carries no gradient; under AMP the
+    distributions are computed in float32.
+    """
+
+    MATCHES = ("divergence",)
+
+    def __init__(self, s_shapes: Sequence[torch.Size] | None = None, t_shapes: Sequence[torch.Size] | None = None,
+                 alpha_init: float = 100.0, gamma: float = 0.7, kernel: str = "cosine", reduction: str = "mean",
+                 match: Any = None, eps: float = 1e-6):
+        super().__init__()
+        if kernel not in ("cosine", "combined"):
+            raise ValueError(f"IFM: kernel={kernel!r}; use 'cosine' (the paper's) or 'combined' (cosine + Student-t, "
+                             f"the authors' CIFAR-10 release)")
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"IFM: reduction={reduction!r}; use 'mean' (over the B x B pairs) or 'sum'")
+        if not gamma > 0:
+            raise ValueError(f"IFM: gamma must be > 0, got {gamma}")
+        self.alpha_init, self.gamma = float(alpha_init), float(gamma)
+        self.kernel, self.reduction, self.eps = kernel, reduction, float(eps)
+        s_shapes, t_shapes = shape_list(s_shapes), shape_list(t_shapes)
+        self.n_student = len(s_shapes) if s_shapes is not None else None
+        self.n_teacher = len(t_shapes) if t_shapes is not None else None
+        self.match_mode = "fixed"
+        matched = None
+        if match is None:
+            if s_shapes is not None and t_shapes is not None:
+                check_same_length(s_shapes, t_shapes, "IFM (match=None pairs the taps in order)")
+            matched = list(range(self.n_student)) if self.n_student is not None else None
+        elif isinstance(match, str):
+            if match not in self.MATCHES:
+                raise ValueError(f"IFM: match={match!r}; use None (taps in order), 'divergence' or a list of "
+                                 f"teacher tap indices, one per student tap")
+            self.match_mode = match
+        else:
+            matched = [int(j) for j in match]
+            if self.n_student is not None and len(matched) != self.n_student:
+                raise ValueError(f"IFM: match lists {len(matched)} teacher taps for {self.n_student} student taps")
+            if self.n_teacher is not None and not all(0 <= j < self.n_teacher for j in matched):
+                raise ValueError(f"IFM: match={matched} names teacher taps outside 0..{self.n_teacher - 1}")
+        self.match_mode = "in_order" if match is None else self.match_mode
+        n = self.n_student if self.n_student is not None else (len(matched) if matched is not None else 0)
+        self.register_buffer("matched", torch.tensor(matched if matched is not None else [-1] * n, dtype=torch.long))
+
+    # -- pieces -------------------------------------------------------------------------------------------
+    def layer_weights(self, n: int, epoch: float | None = None) -> list[float]:
+        """The weights of ``n`` student layers at ``epoch``: ``alpha_init * gamma ** floor(epoch)``, 1 for the last."""
+        k = math.floor(max(float(epoch), 0.0)) if epoch is not None else 0
+        w = self.alpha_init * self.gamma ** k
+        return [w] * (n - 1) + [1.0]
+
+    def conditionals(self, f: torch.Tensor) -> list[torch.Tensor]:
+        probs = [cosine_conditional(f, self.eps)]
+        if self.kernel == "combined":
+            probs.append(student_t_conditional(f, self.eps))
+        return probs
+
+    def divergence(self, p_t: list[torch.Tensor], p_s: list[torch.Tensor]) -> torch.Tensor:
+        return sum(jeffreys(t, s, self.reduction) for t, s in zip(p_t, p_s))
+
+    @torch.no_grad()
+    def fit_match(self, p_s: list[list[torch.Tensor]], p_t: list[list[torch.Tensor]]) -> list[int]:
+        """``m(i) = argmin_j D_J(P_t^j || P_s^i)`` (the divergence matrix averaged over processes)."""
+        d = torch.stack([torch.stack([self.divergence(t, s) for t in p_t]) for s in p_s]).float()
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.all_reduce(d)
+        matched = d.argmin(dim=1)
+        if self.matched.numel() != matched.numel():
+            self.matched = matched.to(self.matched.device)
+        else:
+            self.matched.copy_(matched)
+        return matched.tolist()
+
+    def forward(self, student: Any, teacher: Any, epoch: float | None = None, **extra: Any) -> torch.Tensor:
+        s_list, t_list = as_list(student), [t.detach() for t in as_list(teacher)]
+        if self.match_mode == "in_order":
+            s_list, t_list = tap_lists(s_list, t_list, "IFM", expected=self.n_student)
+        for role, xs in (("student", s_list), ("teacher", t_list)):
+            for i, x in enumerate(xs):
+                if not isinstance(x, torch.Tensor) or x.dim() < 2 or x.shape[0] < 2:
+                    shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+                    raise ValueError(f"IFM: {role} tap {i} must be a batched feature B x ... with B >= 2; got {shape}")
+        b = s_list[0].shape[0]
+        if any(x.shape[0] != b for x in s_list + t_list):
+            raise ValueError(f"IFM: every tap must share the batch size; got student "
+                             f"{[tuple(x.shape) for x in s_list]}, teacher {[tuple(x.shape) for x in t_list]}")
+        with torch.autocast(s_list[0].device.type, enabled=False):  # probabilities ~1/B: in float32 at least
+            p_s = [self.conditionals(_at_least_fp32(s)) for s in s_list]
+            with torch.no_grad():
+                p_t = [self.conditionals(_at_least_fp32(t)) for t in t_list]
+        if self.match_mode == "divergence" and (self.matched.numel() != len(s_list) or bool((self.matched < 0).any())):
+            self.fit_match([[p.detach() for p in ps] for ps in p_s], p_t)
+        matched = list(range(len(s_list))) if self.match_mode == "in_order" else self.matched.tolist()
+        if len(matched) != len(s_list) or not all(0 <= j < len(t_list) for j in matched):
+            raise ValueError(f"IFM: layer matching {matched} does not fit {len(s_list)} student and {len(t_list)} "
+                             f"teacher taps; tap the layers the loss was built for")
+        weights = self.layer_weights(len(s_list), epoch)
+        return sum(w * self.divergence(p_t[j], ps) for w, j, ps in zip(weights, matched, p_s))

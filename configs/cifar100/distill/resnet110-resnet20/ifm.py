@@ -1,0 +1,1 @@
+_base_ = ['../../../_base_/cifar100/pairs/resnet110-resnet20.py', '../../../_base_/cifar100/methods/ifm.py']

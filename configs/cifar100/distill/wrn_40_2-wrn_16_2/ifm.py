@@ -1,0 +1,1 @@
+_base_ = ['../../../_base_/cifar100/pairs/wrn_40_2-wrn_16_2.py', '../../../_base_/cifar100/methods/ifm.py']
