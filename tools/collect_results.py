@@ -1,11 +1,14 @@
 #!/usr/bin/env python
-"""Gather summary.json files into a Markdown table shaped like CRD's Table 1.
+"""Gather summary.json files into Markdown tables shaped like CRD's Table 1 (CIFAR-100) and Table 3 (ImageNet).
 
     python tools/collect_results.py work_dirs/cifar100 [more dirs ...] [--metric top1] [--published] [--out FILE]
+    python tools/collect_results.py work_dirs/imagenet --published
 
-Rows: methods; columns: teacher -> student pairs; cells: mean ± std over seeds, one table for the
-last epoch and one for the best epoch. Run seeds with `tools/train.py CONFIG --seed S` (work dirs
-end in seed<S>/). `--published` prints CRD's published numbers in parentheses beside ours.
+Table 1 (every run outside configs/imagenet/): rows are methods, columns teacher -> student pairs, cells mean ±
+std over seeds of the primary metric (or --metric). Table 3 (the runs of configs/imagenet/): columns Teacher,
+Student and the methods of ResNet-34 -> ResNet-18, rows top-1 and top-5 error (100 - accuracy). Each table is
+printed for the last and for the best epoch. Run seeds with `tools/train.py CONFIG --seed S` (work dirs end in
+seed<S>/). `--published` prints the published numbers in parentheses beside ours.
 """
 from __future__ import annotations
 
@@ -15,22 +18,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from densekd.engine.results import collect, table  # noqa: E402
+from densekd.engine.results import collect, collect_imagenet, imagenet_table, is_imagenet, table  # noqa: E402
 
 
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("roots", nargs="+", help="work dirs (searched recursively for summary.json)")
-    parser.add_argument("--metric", default=None, help="metric to tabulate (default: each run's primary metric)")
-    parser.add_argument("--published", action="store_true", help="show CRD Table 1's numbers beside ours")
+    parser.add_argument("--metric", default=None, help="Table 1's metric (default: each run's primary metric)")
+    parser.add_argument("--published", action="store_true", help="show the published numbers beside ours")
     parser.add_argument("--out", default=None, help="also write the tables to this Markdown file")
     args = parser.parse_args(argv)
     try:
-        cells = collect(args.roots, args.metric)
+        cells = collect(args.roots, args.metric, where=lambda name: not is_imagenet(name))
+        imagenet = collect_imagenet(args.roots)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2)
-    text = table(cells, "final", args.published) + "\n" + table(cells, "best", args.published)
+    parts = []
+    if cells or not imagenet:
+        parts += [table(cells, "final", args.published), table(cells, "best", args.published)]
+    if imagenet:
+        parts += [imagenet_table(imagenet, "final", args.published), imagenet_table(imagenet, "best", args.published)]
+    text = "\n".join(parts)
     print(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
