@@ -99,7 +99,7 @@ class SyntheticImageNet(_ImageNetBase):
     def write_tree(root: str | os.PathLike, classes: int = 5, train_per_class: int = 3, val_per_class: int = 2,
                    val_layout: str = "flat", image_size: tuple[int, int] = (48, 64), seed: int = 0,
                    quality: int = 95, synset_mapping: bool = True, devkit: bool = True, solution_csv: bool = True,
-                   odd_files: bool = True, mark: bool = True) -> dict:
+                   odd_files: bool = True, mark: bool = True, keep_pictures: bool = True) -> dict:
         """Write an ImageNet tree of ``classes`` classes under ``root`` (see the module docstring).
 
         Args:
@@ -112,6 +112,7 @@ class SyntheticImageNet(_ImageNetBase):
             odd_files: the first training image of classes 0 / 1 / 2 (sorted order) is a greyscale JPEG / a CMYK
                 JPEG / a PNG named ``.JPEG``.
             mark: write ``DENSEKD_SYNTHETIC_TREE`` (the loader then accepts the partial tree).
+            keep_pictures: return the pictures (``False`` for large trees: only the file lists).
 
         Returns ``{'wnids': sorted wnids, 'train': [(path relative to root, wnid)], 'val': [...], 'pictures':
         {relative path: uint8 picture before encoding}}``, the splits in the loader's order.
@@ -141,7 +142,8 @@ class SyntheticImageNet(_ImageNetBase):
             if mode == "L":  # what a decoder returns for a greyscale file
                 image = np.repeat((image.astype(np.float64) @ [0.299, 0.587, 0.114]).round().clip(0, 255)
                                   .astype(np.uint8)[..., None], 3, axis=2)
-            pictures[rel] = image
+            if keep_pictures:
+                pictures[rel] = image
 
         train = []
         for wnid in made:
