@@ -54,10 +54,10 @@ Decoding (``decode``):
   1-D uint8 tensors) and ``geometry`` (a list of crop parameters), and :meth:`on_device` -- which the trainer,
   the evaluation and the probes call after moving a batch to its device -- decodes the batch there with
   ``torchvision.io.decode_jpeg(device=...)`` (nvJPEG on CUDA, libjpeg-turbo on the CPU) and crops, resizes,
-  flips and normalises it on that device. Files that are not baseline RGB / greyscale JPEGs (CMYK, the PNG) are
-  re-encoded as RGB JPEG (quality 95) in the worker. The crop is drawn from the same RNG as with ``'pil'``, so
-  the three decoders give the same crops and differ only by decoder and resampling rounding (about one grey
-  level).
+  flips and normalises it on that device. Files that are not baseline RGB / greyscale JPEGs (the 22 CMYK JPEGs,
+  the PNG) are decoded by Pillow in the worker and travel as pixels. The crop is drawn from the same RNG as
+  with ``'pil'``, so the three decoders give the same crops and differ only by rounding (at most one grey
+  level on the synthetic tree's pictures).
 """
 from __future__ import annotations
 
@@ -441,11 +441,14 @@ def geometry(width: int, height: int, size: int, augment: bool, resize: int, sca
 
 
 def apply_pil(img, g: Sequence[int], size: int):
-    """:func:`geometry`'s parameters applied to a PIL image (bilinear, anti-aliased; torchvision's PIL path)."""
+    """:func:`geometry`'s parameters applied to a PIL image: crop, then resize (bilinear, anti-aliased), as
+    torchvision's PIL path (``resize(box=...)`` would read pixels outside the box at its edges)."""
     from PIL import Image
 
     top, left, ch, cw, rh, rw, ot, ol, f = (int(v) for v in g)
-    out = img.resize((rw, rh), Image.BILINEAR, box=(left, top, left + cw, top + ch))
+    if (top, left, ch, cw) != (0, 0, img.size[1], img.size[0]):
+        img = img.crop((left, top, left + cw, top + ch))
+    out = img.resize((rw, rh), Image.BILINEAR)
     if (ot, ol, rh, rw) != (0, 0, size, size):
         out = out.crop((ol, ot, ol + size, ot + size))
     return out.transpose(Image.FLIP_LEFT_RIGHT) if f else out
@@ -481,22 +484,35 @@ def _decode_jpeg(data, device) -> Any:
         return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
 
 
-def jpeg_for_decoder(data: bytes) -> tuple[bytes, int, int]:
-    """(bytes a JPEG decoder reads, width, height) from the header; a file that is not a baseline RGB or
-    greyscale JPEG (CMYK, a PNG named .JPEG) is re-encoded as an RGB JPEG (quality 95)."""
+def encoded_or_decoded(data: bytes) -> tuple[torch.Tensor, int, int]:
+    """(tensor, width, height) from the file's header: the bytes as a 1-D uint8 tensor for a baseline RGB or
+    greyscale JPEG, else (CMYK, a PNG named .JPEG) the image decoded by Pillow as a ``3 x H x W`` uint8 tensor --
+    the few files nvJPEG may not read travel decoded."""
     from PIL import Image
 
     with Image.open(io.BytesIO(data)) as img:
         width, height = img.size
         if img.format == "JPEG" and img.mode in ("RGB", "L"):
-            return data, width, height
-        buf = io.BytesIO()
-        img.convert("RGB").save(buf, format="JPEG", quality=95)
-        return buf.getvalue(), width, height
+            return torch.frombuffer(bytearray(data), dtype=torch.uint8), width, height
+        rgb = np.array(img.convert("RGB"), dtype=np.uint8)
+    return torch.from_numpy(rgb).permute(2, 0, 1).contiguous(), width, height
 
 
-def _as_tensor(data: bytes) -> torch.Tensor:
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+def decode_all(items: Sequence[torch.Tensor], device: torch.device | str) -> list[torch.Tensor]:
+    """:func:`encoded_or_decoded`'s tensors as ``C x H x W`` uint8 images on ``device``: the JPEG bytes decoded
+    together (nvJPEG's batched decoder on CUDA, libjpeg-turbo on the CPU), the decoded ones moved there."""
+    device = torch.device(device)
+    out: list[torch.Tensor | None] = [None] * len(items)
+    encoded = [i for i, t in enumerate(items) if t.dim() == 1]
+    if encoded:
+        # decode_jpeg reads its input from host memory, whatever the device
+        images = _decode_jpeg([items[i].cpu() for i in encoded], device if device.type == "cuda" else "cpu")
+        for i, img in zip(encoded, images):
+            out[i] = img
+    for i, t in enumerate(items):
+        if out[i] is None:
+            out[i] = t.to(device, non_blocking=True)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------ datasets
@@ -562,13 +578,13 @@ class _ImageNetBase(Dataset):
             x = torch.from_numpy(np.array(out, dtype=np.uint8)).permute(2, 0, 1).float()
             sample = {"image": _normalize(x, self.mean, self.std)}
         else:
-            data, width, height = jpeg_for_decoder(data)
+            item, width, height = encoded_or_decoded(data)
             g = self._geometry(width, height)
             if self.decode == "torchvision":
-                x = apply_tensor(_decode_jpeg(_as_tensor(data), "cpu"), g, self.size)
+                x = apply_tensor(decode_all([item], "cpu")[0], g, self.size)
                 sample = {"image": _normalize(x, self.mean, self.std)}
             else:
-                sample = {"jpeg": _as_tensor(data), "geometry": tuple(int(v) for v in g)}
+                sample = {"jpeg": item, "geometry": tuple(int(v) for v in g)}
         sample["target"] = int(self.targets[index])
         sample["index"] = index
         return sample
@@ -594,9 +610,7 @@ class _ImageNetBase(Dataset):
         data, geo = batch.pop("jpeg"), batch.pop("geometry")
         target = batch.get("target")
         device = target.device if isinstance(target, torch.Tensor) else torch.device("cpu")
-        data = [d.cpu() for d in data]  # decode_jpeg reads its input from host memory, whatever the device
-        images = _decode_jpeg(data, device if device.type == "cuda" else "cpu")
-        x = torch.stack([apply_tensor(img, g, self.size) for img, g in zip(images, geo)])
+        x = torch.stack([apply_tensor(img, g, self.size) for img, g in zip(decode_all(data, device), geo)])
         batch["image"] = _normalize(x, self.mean, self.std)
         return batch
 
