@@ -121,7 +121,7 @@ def main(argv=None) -> dict:
     depth = loader.num_workers * (loader.prefetch_factor or 0)  # batches the workers hold ready: drained first
     loader_batches = trainer.batches(0)
     loader_s = timed(lambda: next(loader_batches), warmup + depth, iters)
-    del loader_batches
+    loader_batches.close()
     fixed = next(trainer.batches(0))
     step_s = timed(lambda: trainer.train_iteration(fixed), warmup, iters)
     if cuda:
