@@ -93,6 +93,8 @@ def main(argv=None) -> dict:
         if synthetic and not args.data_root:
             tree = synthetic_imagenet_tree(TREE_IMAGES[args.quick])
             args.data_root, args.synthetic = str(tree), False  # the real loader on synthetic JPEG files
+            args.cfg_options = list(args.cfg_options) + [f"data.{split}.index_cache={str(tree / 'index')!r}"
+                                                         for split in ("train", "val")]
             notes.append(f"synthetic ImageNet tree of {TREE_SIZE[0]} x {TREE_SIZE[1]} JPEGs at {tree}")
     try:
         cfg = prepare(args)
