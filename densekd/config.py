@@ -214,7 +214,7 @@ NUMERIC_KEYS = frozenset({
     "optimizer.eps", "lr_schedule.gamma", "lr_schedule.power", "lr_schedule.min_lr_ratio",
     "lr_schedule.warmup_iters", "lr_schedule.warmup_ratio", "train.epochs", "train.iters", "train.eval_interval",
     "train.log_interval", "train.checkpoint_interval", "train.grad_clip", "train.accumulate",
-    "train.max_consecutive_skips", "data.batch_size", "data.val_batch_size", "data.num_workers",
+    "train.max_consecutive_skips", "data.batch_size", "data.val_batch_size", "data.num_workers", "data.prefetch_factor",
     "strategy.init_epochs", "strategy.init_lr", "strategy.weight",
 })
 """Keys that take a number even where the config leaves them unset (``train.grad_clip=None``): a

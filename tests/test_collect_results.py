@@ -127,3 +127,49 @@ def test_cirkd_cityscapes_table_with_published_numbers(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "| CIRKD | 76.20 ± 0.28 (76.38) | (75.42) | (74.73) |" in out.stdout
+
+
+def fake_imagenet(root, config, seed, top1, top5, completed=True):
+    d = root / config.replace("/", "_") / f"seed{seed}"
+    d.mkdir(parents=True)
+    (d / "summary.json").write_text(json.dumps({
+        "config": str(ROOT / "configs" / f"{config}.py"), "seed": seed, "primary_metric": "top1",
+        "final": {"top1": top1, "top5": top5}, "best": {"top1": top1 + 0.5, "top5": top5 + 0.2},
+        "completed": completed}))
+
+
+def test_table3_gives_top1_and_top5_error_beside_crds_published_ones(tmp_path):
+    from densekd.engine.results import IMAGENET_PUBLISHED, collect_imagenet, imagenet_table
+
+    fake_imagenet(tmp_path, "imagenet/teachers/resnet34", 0, 73.31, 91.42)
+    fake_imagenet(tmp_path, "imagenet/students/resnet18", 0, 69.80, 89.10)
+    crd = [(71.1, 90.1), (71.3, 90.2)]
+    for seed, (t1, t5) in enumerate(crd):
+        fake_imagenet(tmp_path, "imagenet/distill/resnet34-resnet18/crd", seed, t1, t5)
+    fake_imagenet(tmp_path, "imagenet/distill/resnet34-resnet18/dkd", 0, 71.6, 90.3, completed=False)
+    fake(tmp_path, "cifar100/distill/resnet32x4-resnet8x4/kd", 0, 73.1, 73.4)  # a CIFAR run: Table 1 only
+    cells = collect_imagenet([tmp_path])
+    assert set(cells) == {"teacher", "student", "crd", "dkd"}
+    text = imagenet_table(cells, "final")
+    rows = {l.split("|")[1].strip(): [c.strip() for c in l.split("|")[2:-1]] for l in text.splitlines()
+            if l.startswith("| ")}
+    assert rows[""] == ["Teacher", "Student", "CRD", "DKD"]
+    top1, top5 = rows["Top-1 error"], rows["Top-5 error"]
+    assert top1[0] == "26.69" and top5[0] == "8.58"  # 100 - accuracy
+    errors1 = [100 - a for a, _ in crd]
+    assert top1[2] == f"{np.mean(errors1):.2f} ± {np.std(errors1, ddof=1):.2f}"
+    assert top1[3] == "28.40*" and "stopped before the end" in text and "**last epoch**" in text
+    best = imagenet_table(cells, "best", published=True)
+    rows = {l.split("|")[1].strip(): [c.strip() for c in l.split("|")[2:-1]] for l in best.splitlines()
+            if l.startswith("| ")}
+    assert rows[""] == ["Teacher", "Student", "KD", "AT", "SP", "CC", "CRD", "CRD+KD", "DKD", "DIST"]
+    assert rows["Top-1 error"][0] == "26.19 (26.69)" and rows["Top-5 error"][1] == "10.70 (10.93)"
+    assert rows["Top-1 error"][2] == "(29.34)" and rows["Top-5 error"][7] == "(9.51)"
+    assert rows["Top-1 error"][8] == "27.90* (28.30)" and rows["Top-5 error"][8] == "9.50* (-)"
+    assert rows["Top-1 error"][9] == "(27.93)" and "mdistiller" in best and "DIST_KD" in best
+    assert IMAGENET_PUBLISHED["crd_kd"] == (28.62, 9.51) and IMAGENET_PUBLISHED["cc"] == (30.04, 10.83)
+    out = subprocess.run([sys.executable, str(ROOT / "tools/collect_results.py"), str(tmp_path), "--published"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    table1, table3 = out.stdout.split("ImageNet, ResNet-34", 1)
+    assert "resnet32x4 → resnet8x4" in table1 and "resnet34" not in table1 and "CRD Table 3" in table3

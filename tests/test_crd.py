@@ -526,12 +526,12 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def _ddp_worker(rank, world, port, result_dir):
+def _ddp_worker(rank, world, port, result_dir, memory_dtype="float32"):
     import torch.distributed as dist
     os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = "127.0.0.1", str(port)
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        loss = make_loss()  # same seed on every rank: same initial memory and heads
+        loss = make_loss(memory_dtype=memory_dtype)  # same seed on every rank: same initial memory and heads
         f_s, f_t, index, cidx = make_batch(seed=10 + rank)  # different data per rank
         index = index + rank  # rank 0 rows {3,7,0}; rank 1 rows {4,8,1}
         loss(f_s, f_t, index=index, contrast_idx=cidx)
@@ -541,20 +541,23 @@ def _ddp_worker(rank, world, port, result_dir):
         dist.destroy_process_group()
 
 
-def test_distributed_memory_and_z_stay_identical_across_ranks(tmp_path):
+@pytest.mark.parametrize("memory_dtype", ["float32", "float16"])
+def test_distributed_memory_and_z_stay_identical_across_ranks(tmp_path, memory_dtype):
     import torch.multiprocessing as mp
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path), memory_dtype), nprocs=2, join=True)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     for key in ("memory_s", "memory_t", "z_s", "z_t"):
         assert torch.equal(r0[key], r1[key]), key
-    # rows of both ranks' batches were updated, the others kept their initial values
-    init = make_loss()
+    assert r0["memory_s"].dtype == getattr(torch, memory_dtype)
+    # rows of both ranks' batches were updated (each rank applied the other's indices too), the others kept
+    # their initial values
+    init = make_loss(memory_dtype=memory_dtype)
     changed = (r0["memory_s"] != init.memory_s).any(1).nonzero().flatten().tolist()
     assert sorted(changed) == [0, 1, 3, 4, 7, 8]
     # Z is the mean of the two ranks' first-batch estimates
     zs = []
     for rank in (0, 1):
-        one = make_loss()
+        one = make_loss(memory_dtype=memory_dtype)
         f_s, f_t, index, cidx = make_batch(seed=10 + rank)
         one(f_s, f_t, index=index + rank, contrast_idx=cidx)
         zs.append(float(one.z_s))
@@ -646,3 +649,67 @@ def test_ddp_leaves_the_banks_to_crd(tmp_path):
         assert not any(id(getattr(net["terms"][0], n)) in broadcast for n in ("memory_s", "memory_t", "z_s", "z_t"))
     finally:
         dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------------------------- ImageNet scale
+def test_half_precision_memory_halves_the_banks_and_keeps_the_loss():
+    f_s, f_t, index, cidx = make_batch()
+    full, half = make_loss(), make_loss(memory_dtype="float16")
+    assert half.memory_s.dtype == torch.float16 and half.memory_bytes() * 2 == full.memory_bytes() == 2 * N * D * 4
+    torch.testing.assert_close(half.memory_s.float(), full.memory_s, rtol=0, atol=1e-3)
+    a, b = full(f_s, f_t, index=index, contrast_idx=cidx), half(f_s, f_t, index=index, contrast_idx=cidx)
+    assert a.dtype == b.dtype == torch.float32 and b.item() == pytest.approx(a.item(), rel=1e-3)
+    torch.testing.assert_close(half.memory_s.float(), full.memory_s, rtol=0, atol=2e-3)  # the updated rows too
+    assert torch.allclose(half.memory_t[index].float().norm(dim=1), torch.ones(B), atol=2e-3)
+    with pytest.raises(ValueError, match="memory_dtype must be one of"):
+        make_loss(memory_dtype="int8")
+
+
+def test_imagenet_memory_cost_is_two_banks_of_num_data_by_feat_dim():
+    # ImageNet: 2 x 1,281,167 x 128 values -> 1.31 GB in float32, 0.66 GB in float16 (documented in CRD)
+    n = 1_281_167
+    assert 2 * n * 128 * 4 == 1_311_915_008 and 2 * n * 128 * 2 == 655_957_504
+    small = CRD(s_shapes=[torch.Size([2, 4])], t_shapes=[torch.Size([2, 4])], num_data=1000, feat_dim=128)
+    assert small.memory_bytes() == 2 * 1000 * 128 * 4
+
+
+def test_distinct_draws_are_distinct_uniform_and_exact_for_small_pools():
+    from densekd.data.crd import EXACT_POOL, distinct_draws
+
+    np.random.seed(0)
+    want = np.random.choice(1000, 50, replace=False)
+    np.random.seed(0)
+    assert np.array_equal(distinct_draws(1000, 50), want)  # the reference's draws below EXACT_POOL
+    pool = EXACT_POOL + 1001
+    counts = np.zeros(pool)
+    for _ in range(40):
+        d = distinct_draws(pool, 20_000)
+        assert len(np.unique(d)) == 20_000 and d.min() >= 0 and d.max() < pool
+        counts[d] += 1
+    p = 20_000 / pool  # every value drawn with probability k / pool per call
+    assert counts.mean() == pytest.approx(40 * p, rel=1e-6)
+    assert counts.std() == pytest.approx(math.sqrt(40 * p * (1 - p)), rel=0.05)
+
+
+class _Labels(Dataset):
+    def __init__(self, targets):
+        self.targets = list(targets)
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        return {"image": torch.zeros(1), "target": self.targets[i]}
+
+
+def test_negatives_from_a_large_pool_are_distinct_and_of_other_classes():
+    from densekd.data.crd import EXACT_POOL
+
+    n = EXACT_POOL + 50_000
+    targets = np.arange(n) % 1000
+    ds = CRDSampleDataset(_Labels(targets), nce_k=16384)
+    np.random.seed(0)
+    for i in (0, 12345, n - 1):
+        idx = ds[i]["contrast_idx"].numpy()
+        assert idx[0] == i and len(np.unique(idx[1:])) == 16384
+        assert not (targets[idx[1:]] == targets[i]).any()

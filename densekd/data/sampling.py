@@ -14,6 +14,13 @@ or processes and wherever it was interrupted:
 A sample that cannot be read (a corrupt image, a truncated label file) raises :class:`DataFileError`
 naming the sample and its files (:func:`sample_files`), also from inside a DataLoader worker. Loaders never
 start more worker processes than the process may use cores (:func:`usable_workers`).
+
+A dataset may take part in batching through two optional methods, found through wrappers
+(:func:`base_dataset`): ``collate(items) -> batch`` replaces ``default_collate`` in its loaders
+(:func:`dataset_collate`), and ``on_device(batch) -> batch`` finishes a batch after it was moved to its device
+(:func:`device_step`; the trainer, the evaluation and the probes call it) -- e.g. ImageNet's ``decode='device'``
+ships JPEG bytes from the workers and decodes them on the GPU. :func:`collate_samples` does both on the CPU, for
+batches made outside a loader (shape probes, BatchNorm calibration).
 """
 from __future__ import annotations
 
@@ -88,6 +95,25 @@ def sample_error(dataset, index: int, exc: BaseException) -> str:
     where = f" ({', '.join(files)})" if files else ""
     reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     return f"sample {index} of {type(base_dataset(dataset)).__name__}{where}: {reason}"
+
+
+def dataset_collate(dataset):
+    """The dataset's own ``collate`` (through wrappers), else ``default_collate``."""
+    fn = getattr(base_dataset(dataset), "collate", None)
+    return fn if callable(fn) else default_collate
+
+
+def device_step(dataset):
+    """The dataset's ``on_device(batch) -> batch`` (through wrappers), or None."""
+    fn = getattr(base_dataset(dataset), "on_device", None)
+    return fn if callable(fn) else None
+
+
+def collate_samples(dataset, items: list) -> dict:
+    """``items`` (samples of ``dataset``) as one batch on the CPU: the dataset's collate, then its device step."""
+    batch = dataset_collate(dataset)(items)
+    step = device_step(dataset)
+    return step(batch) if step is not None else batch
 
 
 # what decoding a damaged file raises (PIL's UnidentifiedImageError is an OSError, cv2.error a subclass of Exception)
@@ -201,15 +227,27 @@ class ResumableBatchSampler(Sampler):
 
 def build_loader(dataset: Dataset, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool = False,
                  rank: int = 0, world_size: int = 1, num_workers: int = 0, pin_memory: bool = False,
-                 train: bool = True) -> DataLoader:
+                 train: bool = True, persistent_workers: bool = False, prefetch_factor: int | None = None
+                 ) -> DataLoader:
     """A DataLoader over ``SeededDataset(dataset)`` with a :class:`ResumableBatchSampler`.
 
     The loader gets its own torch generator so that creating its iterator
     never consumes the global RNG (which would perturb training). ``num_workers`` is capped by
-    :func:`usable_workers`.
+    :func:`usable_workers`. ``persistent_workers`` keeps the worker processes between epochs (the batch order
+    is drawn in the main process, so epochs and mid-epoch resume are unaffected) and ``prefetch_factor`` is the
+    batches each worker prepares ahead (PyTorch's default 2); both apply only with workers. The dataset's own
+    ``collate`` replaces ``default_collate`` (:func:`dataset_collate`).
     """
     sampler = ResumableBatchSampler(len(dataset), batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last,
                                     rank=rank, world_size=world_size, pad=train)
-    return DataLoader(SeededDataset(dataset), batch_sampler=sampler, num_workers=usable_workers(num_workers),
-                      pin_memory=pin_memory, collate_fn=default_collate, generator=torch.Generator(),
-                      persistent_workers=False)
+    workers = usable_workers(num_workers)
+    extra = {}
+    if workers > 0:
+        extra["persistent_workers"] = bool(persistent_workers)
+        if prefetch_factor is not None:
+            if int(prefetch_factor) < 1:
+                raise ValueError(f"data.prefetch_factor must be >= 1 (batches each worker loads ahead); got "
+                                 f"{prefetch_factor!r}")
+            extra["prefetch_factor"] = int(prefetch_factor)
+    return DataLoader(SeededDataset(dataset), batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
+                      collate_fn=dataset_collate(dataset), generator=torch.Generator(), **extra)

@@ -87,12 +87,21 @@ def per_process_batch(global_batch: int, world: int, what: str) -> int:
     return global_batch // world
 
 
+def loader_options(data: dict, pin_memory: bool) -> dict:
+    """The loader settings of a ``data`` section: ``num_workers`` (capped by the usable cores), ``pin_memory``
+    (default: on for CUDA runs), ``persistent_workers`` (keep the workers between epochs; default off) and
+    ``prefetch_factor`` (batches each worker loads ahead; PyTorch's default 2)."""
+    prefetch = data.get("prefetch_factor")
+    return dict(num_workers=int(data.get("num_workers", 0)), pin_memory=bool(data.get("pin_memory", pin_memory)),
+                persistent_workers=bool(data.get("persistent_workers", False)),
+                prefetch_factor=None if prefetch is None else int(prefetch))
+
+
 def build_train_loader(cfg: Config, dataset, seed: int, rank: int, world: int, pin_memory: bool):
     data = cfg.get("data", {})
     batch = per_process_batch(int(data.get("batch_size", 64)), world, "data.batch_size")
     return build_loader(dataset, batch, shuffle=True, drop_last=bool(data.get("drop_last", False)), train=True,
-                        seed=seed, rank=rank, world_size=world, num_workers=int(data.get("num_workers", 0)),
-                        pin_memory=bool(data.get("pin_memory", pin_memory)))
+                        seed=seed, rank=rank, world_size=world, **loader_options(data, pin_memory))
 
 
 def build_val_loader(cfg: Config, dataset, rank: int, world: int, pin_memory: bool = False, seed: int = 0):
@@ -102,7 +111,7 @@ def build_val_loader(cfg: Config, dataset, rank: int, world: int, pin_memory: bo
     global_batch = int(data.get("val_batch_size", data.get("batch_size", 64)))
     batch = per_process_batch(global_batch, world, "data.val_batch_size")
     return build_loader(dataset, batch, shuffle=False, train=False, seed=seed, rank=rank, world_size=world,
-                        num_workers=int(data.get("num_workers", 0)), pin_memory=bool(data.get("pin_memory", pin_memory)))
+                        **loader_options(data, pin_memory))
 
 
 DEFAULT_STRATEGY = "distillation"
@@ -242,10 +251,13 @@ def build_teachers(cfg: Config, synthetic: bool, warn=warnings.warn) -> tuple[li
         if not untrained[-1]:
             load_weights(model, ckpt, what=f"teacher {i}")
         else:
+            weights = getattr(MODELS.get(tcfg["model"]["type"]), "weights_file", None) \
+                if isinstance(tcfg["model"].get("type"), str) else None
             how = (f"Train it first with: python tools/train.py {tcfg['config']} (its best weights land in "
                    f"work_dirs/{config_name(tcfg['config'])}/checkpoints/best.pth), or set "
                    f"--cfg-options teacher.checkpoint=PATH") if tcfg.get("config") else \
-                "Set --cfg-options teacher.checkpoint=PATH to a trained teacher."
+                (f"Put {weights} at that path, or set --cfg-options teacher.checkpoint=PATH." if weights else
+                 "Set --cfg-options teacher.checkpoint=PATH to a trained teacher.")
             msg = f"Teacher {i} ({tcfg['model'].get('type')}) checkpoint not found: {ckpt!r}. {how}"
             if not synthetic:
                 raise FileNotFoundError(msg)
@@ -281,7 +293,7 @@ def calibrate_batchnorm(model: nn.Module, batches, input_key: str = "image") -> 
 
 def probe_batch(dataset, n: int = 2) -> dict:
     """A small collated batch of training samples (outside the training RNG) for observing feature shapes."""
-    from densekd.data.sampling import forked_rng
+    from densekd.data.sampling import collate_samples, forked_rng
 
     with forked_rng(0):
-        return torch.utils.data.default_collate([dataset[i] for i in range(min(n, len(dataset)))])
+        return collate_samples(dataset, [dataset[i] for i in range(min(n, len(dataset)))])

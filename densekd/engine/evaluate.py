@@ -16,14 +16,16 @@ class EvaluationInterrupted(Exception):
     """A stop signal arrived during an evaluation (single process): the trainer saved last.pth before it."""
 
 
-def to_device(batch: dict, device: torch.device, channels_last: bool = False) -> dict:
-    out = {}
-    for k, v in batch.items():
-        if isinstance(v, torch.Tensor):
-            v = v.to(device, non_blocking=True)
-            if channels_last and v.dim() == 4:
-                v = v.contiguous(memory_format=torch.channels_last)
-        out[k] = v
+def to_device(batch: dict, device: torch.device, channels_last: bool = False, step=None) -> dict:
+    """The batch's tensors on ``device``; then the dataset's device step (``step``, see
+    :func:`densekd.data.sampling.device_step`: e.g. decoding JPEG bytes there); 4-D tensors in channels-last
+    layout when asked."""
+    out = {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    if step is not None:
+        out = step(out)
+    if channels_last:
+        out = {k: v.contiguous(memory_format=torch.channels_last) if isinstance(v, torch.Tensor) and v.dim() == 4
+               else v for k, v in out.items()}
     return out
 
 
@@ -33,14 +35,17 @@ def run_evaluation(model, task, loader, device: torch.device, autocast=contextli
     """Predict every batch of ``loader`` from ``batch[input_key]``, sum the evaluator state over ranks,
     compute the metrics. ``should_stop()``, checked before each batch, interrupts the evaluation
     (:class:`EvaluationInterrupted`)."""
+    from densekd.data.sampling import device_step
+
     was_training = model.training
     model.eval()
     evaluator = task.evaluator()
+    step = device_step(loader.dataset)
     for batch in loader:
         if should_stop is not None and should_stop():
             model.train(was_training)
             raise EvaluationInterrupted()
-        batch = to_device(batch, device, channels_last)
+        batch = to_device(batch, device, channels_last, step)
         with autocast():
             pred = task.predict(model, batch_input(batch, input_key, "the evaluated model"))
         evaluator.update(pred.float() if isinstance(pred, torch.Tensor) else pred, batch)

@@ -1,4 +1,5 @@
-"""Collect ``summary.json`` files into tables shaped like CRD's Table 1 and CIRKD's Cityscapes table.
+"""Collect ``summary.json`` files into tables shaped like CRD's Table 1 (CIFAR-100), CRD's Table 3 (ImageNet)
+and CIRKD's Cityscapes table.
 
 CIFAR-100 (:func:`table`): rows are methods, columns are teacher -> student pairs; each cell is the mean
 and standard deviation over seeds of the primary metric, from the last epoch
@@ -7,8 +8,11 @@ before the end of their schedule (``--max-iters`` smoke runs, interrupted
 runs) are marked, never silently mixed with finished ones.
 
 Cityscapes in CIRKD's setting (:func:`cirkd_table`, configs/cityscapes/cirkd/<student>_<method>.py): rows are
-methods, columns the three students, cells the val mIoU the same way. :func:`report` renders whichever of
-the two a set of runs fills.
+methods, columns the three students, cells the val mIoU the same way.
+Table 3 (:func:`collect_imagenet`, :func:`imagenet_table`): the runs of ``configs/imagenet/`` (teacher
+ResNet-34, student ResNet-18, the distillations of ``distill/resnet34-resnet18/``) as top-1 and top-5 ERROR
+(100 - accuracy, in %), the way CRD's Table 3 reports them, with the published errors beside them.
+:func:`report` renders whichever of them a set of runs fills.
 """
 from __future__ import annotations
 
@@ -87,6 +91,27 @@ CIRKD_PUBLISHED = {  # method -> values in CIRKD_STUDENTS order
 CIRKD_PUBLISHED_ELSEWHERE = {"dist": "DIST: Huang et al. 2022"}
 
 
+# CRD (Tian et al., ICLR 2020) Table 3: ImageNet validation top-1 / top-5 error (%), torchvision's ResNet-34
+# teacher -> ResNet-18, the 100-epoch recipe. DKD and DIST come from their own releases, which report top-1
+# accuracy only (errors here are 100 - accuracy; their students and recipes differ slightly from CRD's).
+IMAGENET_PAIR = "resnet34-resnet18"
+IMAGENET_ARCHS = {"teacher": "resnet34", "student": "resnet18"}
+IMAGENET_ORDER = ["teacher", "student", "kd", "at", "sp", "cc", "crd", "crd_kd", "dkd", "dist"]
+IMAGENET_PUBLISHED = {  # row -> (top-1 error, top-5 error)
+    "teacher": (26.69, 8.58), "student": (30.25, 10.93), "kd": (29.34, 10.12), "at": (29.30, 10.00),
+    "sp": (29.38, 10.20), "cc": (30.04, 10.83), "crd": (28.83, 9.87), "crd_kd": (28.62, 9.51),
+    "dkd": (28.30, None),   # mdistiller README: ResNet-34 -> ResNet-18 DKD 71.70 top-1
+    "dist": (27.93, None),  # hunto/DIST_KD README: ResNet-34 -> ResNet-18 DIST 72.07 top-1
+}
+IMAGENET_PUBLISHED_ELSEWHERE = {"dkd": "DKD: mdistiller README (71.70 top-1)",
+                                "dist": "DIST: Huang et al. 2022, hunto/DIST_KD README (72.07 top-1)"}
+
+
+def is_imagenet(name: str) -> bool:
+    """A config of the ImageNet benchmark (``configs/imagenet/...``)."""
+    return name.split("/", 1)[0] == "imagenet"
+
+
 @dataclass
 class Cell:
     final: list[float] = field(default_factory=list)
@@ -112,18 +137,25 @@ def place(name: str) -> tuple[str, str]:
     return name, "-"
 
 
-def collect(roots: list[str | Path], metric: str | None = None) -> dict[tuple[str, str], Cell]:
-    cells: dict[tuple[str, str], Cell] = {}
+def summaries(roots: list[str | Path]) -> list[dict]:
+    """Every ``summary.json`` under ``roots`` (files or folders searched recursively), in path order."""
     files = sorted({p for root in roots for p in
                     ([Path(root)] if Path(root).name == "summary.json" else Path(root).rglob("summary.json"))})
     if not files:
         raise FileNotFoundError(f"no summary.json under {', '.join(map(str, roots))}; train with tools/train.py first")
-    for path in files:
-        s = json.loads(path.read_text())
+    return [json.loads(path.read_text()) for path in files]
+
+
+def collect(roots: list[str | Path], metric: str | None = None, where=None) -> dict[tuple[str, str], Cell]:
+    """Table 1's cells: ``(row, column) -> Cell`` of ``metric`` (default: each run's primary metric); ``where``
+    (config name -> bool) keeps some runs only."""
+    cells: dict[tuple[str, str], Cell] = {}
+    for s in summaries(roots):
         key = metric or s.get("primary_metric") or "top1"
-        if key not in s.get("final", {}):
+        name = config_name(s["config"])
+        if key not in s.get("final", {}) or (where is not None and not where(name)):
             continue
-        cell = cells.setdefault(place(config_name(s["config"])), Cell())
+        cell = cells.setdefault(place(name), Cell())
         cell.final.append(float(s["final"][key]))
         cell.best.append(float(s.get("best", {}).get(key, s["final"][key])))
         cell.seeds.append(s.get("seed"))
@@ -238,18 +270,91 @@ def cirkd_table(cells: dict[tuple[str, str], Cell], which: str = "final", publis
     return "\n".join(lines) + "\n"
 
 
-def report(cells: dict[tuple[str, str], Cell], published: bool = False) -> str:
-    """Every table a set of runs fills: CIRKD's Cityscapes table when there are such runs, the CRD-shaped
-    tables for the others (both, last and best evaluation)."""
+def report(cells: dict[tuple[str, str], Cell], published: bool = False,
+           imagenet: dict[str, dict[str, Cell]] | None = None) -> str:
+    """Every table a set of runs fills: CIRKD's Cityscapes table when there are such runs, Table 3 for the
+    ImageNet runs (``imagenet``, from :func:`collect_imagenet`), the CRD-shaped tables for the others (each for
+    the last and the best evaluation)."""
     cirkd = {k: v for k, v in cells.items() if _is_cirkd(k[1])}
     rest = {k: v for k, v in cells.items() if not _is_cirkd(k[1])}
     parts = []
-    if rest or not cirkd:
+    if rest or not (cirkd or imagenet):
         parts += [table(rest, "final", published), table(rest, "best", published)]
     if cirkd:
         parts += [cirkd_table(cirkd, "final", published), cirkd_table(cirkd, "best", published)]
+    if imagenet:
+        parts += [imagenet_table(imagenet, "final", published), imagenet_table(imagenet, "best", published)]
     return "\n".join(parts)
 
 
 def _is_arch(col: str, cells) -> bool:
     return any(k == ("teacher", col) or k == ("student", col) for k in cells)
+
+
+# ------------------------------------------------------------------------------------------------ Table 3
+def imagenet_column(row: str, col: str) -> str:
+    """The Table 3 column of a run: its method for the ResNet-34 -> ResNet-18 pair (``teacher`` / ``student``
+    for those architectures), else ``'<method> (<pair or arch>)'``."""
+    if row in IMAGENET_ARCHS:
+        return row if col == IMAGENET_ARCHS[row] else f"{row} ({col})"
+    return row if col == IMAGENET_PAIR else f"{row} ({col})"
+
+
+def collect_imagenet(roots: list[str | Path]) -> dict[str, dict[str, Cell]]:
+    """Table 3's cells: ``column -> {'top1': Cell, 'top5': Cell}`` of top-1 / top-5 ERROR (100 - accuracy) of
+    the ImageNet runs (configs under ``configs/imagenet/``)."""
+    cells: dict[str, dict[str, Cell]] = {}
+    for s in summaries(roots):
+        name = config_name(s["config"])
+        final = s.get("final", {})
+        if not is_imagenet(name) or "top1" not in final:
+            continue
+        column = imagenet_column(*place(name))
+        entry = cells.setdefault(column, {"top1": Cell(), "top5": Cell()})
+        for metric in ("top1", "top5"):
+            if metric not in final:
+                continue
+            cell = entry[metric]
+            cell.final.append(100.0 - float(final[metric]))
+            cell.best.append(100.0 - float(s.get("best", {}).get(metric, final[metric])))
+            cell.seeds.append(s.get("seed"))
+            cell.incomplete += 0 if s.get("completed", True) else 1
+    return cells
+
+
+def imagenet_table(cells: dict[str, dict[str, Cell]], which: str = "final", published: bool = False) -> str:
+    """CRD's Table 3 as Markdown: columns Teacher, Student and the methods; rows top-1 and top-5 error (%),
+    mean ± std over seeds at the last (``'final'``) or best (``'best'``) epoch; ``published`` adds the published
+    errors in parentheses (and every published column)."""
+    cols = [c for c in IMAGENET_ORDER if c in cells or (published and c in IMAGENET_PUBLISHED)]
+    cols += sorted(c for c in cells if c not in IMAGENET_ORDER)
+    label = {"final": "last epoch", "best": "best epoch"}[which]
+    incomplete = False
+
+    def text(col: str, metric: str) -> str:
+        nonlocal incomplete
+        c = cells.get(col, {}).get(metric)
+        out = fmt(getattr(c, which)) if c else ""
+        if c and c.incomplete:
+            out += "*"
+            incomplete = True
+        if published and col in IMAGENET_PUBLISHED:
+            ref = IMAGENET_PUBLISHED[col][0 if metric == "top1" else 1]
+            out = f"{out} ({ref:.2f})" if ref is not None else f"{out} (-)"
+        return out.strip()
+
+    others = sorted({IMAGENET_PUBLISHED_ELSEWHERE[c] for c in cols if c in IMAGENET_PUBLISHED_ELSEWHERE})
+    source = "CRD Table 3" + (f"; {'; '.join(others)}" if others else "")
+    lines = [f"ImageNet, ResNet-34 → ResNet-18: top-1 / top-5 **error** (%) at the **{label}** (mean ± std over "
+             f"seeds" + (f"; published errors in parentheses: {source}" if published else "") + ")", ""]
+    header = [""] + [("CRD+KD" if c == "crd_kd" else METHOD_NAMES.get(c, c.capitalize() if c in IMAGENET_ARCHS
+                                                                        else c)) for c in cols]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for metric, name in (("top1", "Top-1 error"), ("top5", "Top-5 error")):
+        lines.append("| " + " | ".join([name] + [text(c, metric) for c in cols]) + " |")
+    counts = sorted({len(e["top1"].final) for e in cells.values()})
+    if counts:
+        lines += ["", f"Seeds per cell: {', '.join(map(str, counts))}."]
+    if incomplete:
+        lines.append("\\* includes runs that stopped before the end of their schedule (e.g. --max-iters smoke runs).")
+    return "\n".join(lines) + "\n"

@@ -19,12 +19,13 @@ from densekd.engine.checkpoint import atomic_write_text
 SAFE_ON_RESUME = frozenset({
     "train.log_interval", "train.eval_interval", "train.checkpoint_interval", "train.eval_first",
     "train.skip_nonfinite", "train.max_consecutive_skips", "train.find_unused_parameters",
-    "data.num_workers", "data.pin_memory", "data.val_batch_size", "work_dir", "description",
+    "data.num_workers", "data.pin_memory", "data.persistent_workers", "data.prefetch_factor", "data.val_batch_size",
+    "work_dir", "description",
 })
 """Keys that may change on ``--resume`` (with a warning): logging, evaluation and checkpoint cadence, loader
 processes, the evaluation batch, handling of non-finite steps. Besides, every ``root`` of a dataset (where the
-same files live now) and the ``probe`` section (how the run is judged afterwards, :mod:`densekd.probe`) may
-change."""
+same files live now), every ``index_cache`` (where a file listing is cached) and the ``probe`` section (how the
+run is judged afterwards, :mod:`densekd.probe`) may change."""
 
 
 def parse_dump(text: str) -> dict:
@@ -48,8 +49,8 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def is_safe(key: str) -> bool:
-    return key in SAFE_ON_RESUME or (key.startswith("data.") and key.endswith(".root")) or key == "probe" or \
-        key.startswith("probe.")
+    return key in SAFE_ON_RESUME or (key.startswith("data.") and key.endswith((".root", ".index_cache"))) or \
+        key == "probe" or key.startswith("probe.")
 
 
 _MISSING = object()

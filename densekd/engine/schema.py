@@ -24,7 +24,8 @@ MOVED = {  # keys that moved, with where they live now
     "train.init_lr": "strategy.init_lr (the distillation strategy's initialisation phase)",
 }
 SECTIONS = {
-    "data": {"train", "val", "batch_size", "val_batch_size", "num_workers", "pin_memory", "drop_last"},
+    "data": {"train", "val", "batch_size", "val_batch_size", "num_workers", "pin_memory", "drop_last",
+             "persistent_workers", "prefetch_factor"},
     "optimizer": {"type", "lr", "momentum", "weight_decay", "nesterov", "dampening", "betas", "eps",
                   "no_decay_norm_bias", "amsgrad", "param_groups"},
     "lr_schedule": {"type", "milestones", "gamma", "power", "min_lr_ratio", "by_epoch", "warmup_iters",

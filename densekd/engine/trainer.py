@@ -219,11 +219,13 @@ class Trainer:
         """A few training batches (outside the training order's RNG) for calibrating untrained teachers."""
         from densekd.data.sampling import forked_rng
 
+        from densekd.data.sampling import collate_samples
+
         size = min(len(self.train_set), self.batch_per_rank)
         with forked_rng(self.seed + 1):
             for b in range(n):
                 items = [self.train_set[(b * size + i) % len(self.train_set)] for i in range(size)]
-                yield torch.utils.data.default_collate(items)
+                yield collate_samples(self.train_set, items)
 
     def close(self) -> None:
         """Close the records and release the work dir (done by :meth:`train`; idempotent)."""
@@ -426,12 +428,15 @@ class Trainer:
     # -- loops ------------------------------------------------------------------------------
     def batches(self, start: int):
         """Batches from iteration ``start`` on, epoch after epoch (resumable mid-epoch), on the device."""
+        from densekd.data.sampling import device_step
+
+        step = device_step(self.train_set)
         it = start
         while True:
             epoch, offset = divmod(it, self.iters_per_epoch)
             self.train_loader.batch_sampler.set_epoch(epoch, offset)
             for batch in self.train_loader:
-                yield to_device(batch, self.device, self.channels_last)
+                yield to_device(batch, self.device, self.channels_last, step)
                 it += 1
 
     def _run_phase(self, name: str, total: int, limit: int) -> bool:

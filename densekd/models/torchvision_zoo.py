@@ -12,7 +12,12 @@ builds torchvision's own module (so torchvision's state dicts load without renam
   weights to depth or grey images.
 * ``feature_taps``: ``feats`` = the stem (after its ReLU), the four stages and the pooled embedding (the
   classifier's input); ``preacts`` (ResNets) = the same stages before their final ReLU. ReLUs are made
-  non-inplace so pre-activation taps are not overwritten.
+  non-inplace so pre-activation taps are not overwritten. As in the CIFAR zoo, ``feats[1:-1]`` are the stage
+  outputs (AT, NST, VID), ``feats[-2]`` the last stage (SP) and ``feats[-1]`` the pooled embedding (CC, CRD,
+  RKD, PKT): ResNet-18 and ResNet-34 give the same shapes at every tap (64/128/256/512 channels at strides
+  4/8/16/32, a 512-d embedding), ResNet-50 four times the channels.
+* A teacher may instead load a torchvision file as its ``checkpoint`` (a plain state dict in torchvision's key
+  layout loads as it is); the factory's ``weights_file`` names the file a missing checkpoint should be.
 """
 from __future__ import annotations
 
@@ -31,6 +36,9 @@ WEIGHT_FILES = {
     "resnet50": "resnet50-0676ba61.pth",
     "mobilenet_v2": "mobilenet_v2-b0353104.pth",
 }
+#: what a missing weights file should be (a factory's ``weights_file``, which teacher errors quote)
+WEIGHTS_FILE_HINT = ("torchvision's {arch} ImageNet weights, the file {file} (torchvision's model zoo; densekd never "
+                     "downloads it)")
 _RESNET_FEATS = ["relu", "layer1", "layer2", "layer3", "layer4", "fc:input"]
 _MOBILENET_FEATS = ["features.1", "features.3", "features.6", "features.13", "features.18", "classifier:input"]
 
@@ -103,6 +111,7 @@ def _register(arch: str):
 
     factory.__name__ = f"tv_{arch}"
     factory.__doc__ = f"torchvision's {arch} (see :mod:`densekd.models.torchvision_zoo`)."
+    factory.weights_file = WEIGHTS_FILE_HINT.format(file=WEIGHT_FILES[arch], arch=arch)
     MODELS.register(f"tv_{arch}")(factory)
     return factory
 

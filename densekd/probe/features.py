@@ -123,6 +123,7 @@ def extract(model: nn.Module, loader, n: int, tap: str, input_key: str, target_k
             progress: Callable = lambda it, **kw: it, desc: str = "extract") -> dict:
     """Run ``model`` (frozen, eval mode) over ``loader`` and write the tap's features and the labels of its ``n``
     samples into ``out_dir/{features,labels}.npy``. Returns the shapes."""
+    from densekd.data.sampling import device_step
     from densekd.engine.evaluate import to_device
     from densekd.tasks.base import batch_input
 
@@ -131,8 +132,9 @@ def extract(model: nn.Module, loader, n: int, tap: str, input_key: str, target_k
     pos = 0
     with FeatureTaps(model, [tap]) as taps:
         try:
+            step = device_step(loader.dataset)
             for batch in progress(loader, desc=desc, unit="batch"):
-                batch = to_device(batch, torch.device(device))
+                batch = to_device(batch, torch.device(device), step=step)
                 taps.clear()
                 output = model(batch_input(batch, input_key, "the probed model"))
                 feat = _pool(taps.collect([tap], output)[0], mode, dense_pool, tap).cpu().numpy()

@@ -1,0 +1,1 @@
+_base_ = ['../../../_base_/imagenet/pairs/resnet34-resnet18.py', '../../../_base_/cifar100/methods/at.py']

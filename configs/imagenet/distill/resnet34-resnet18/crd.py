@@ -1,0 +1,1 @@
+_base_ = ['../../../_base_/imagenet/pairs/resnet34-resnet18.py', '../../../_base_/cifar100/methods/crd.py', '../../../_base_/imagenet/crd_train.py']
