@@ -2,3 +2,4 @@
 from densekd.strategies.base import BuildContext, Phase, Strategy  # noqa: F401
 from densekd.strategies.distillation import DistillationStrategy  # noqa: F401
 from densekd.strategies.mutual import MutualLearningStrategy  # noqa: F401
+from densekd.strategies.bss import BSSStrategy  # noqa: F401
