@@ -110,18 +110,21 @@ def _drop_sources(prefix: str, sources: dict[str, str]) -> None:
         del sources[key]
 
 
-def merge_into(base: dict, child: dict, source: str, sources: dict[str, str], prefix: str = "") -> dict:
-    """Deep-merge ``child`` into ``base`` in place, recording provenance."""
+def merge_into(base: dict, child: dict, source: str, sources: dict[str, str], prefix: str = "",
+               keep_delete: bool = False) -> dict:
+    """Deep-merge ``child`` into ``base`` in place, recording provenance. ``keep_delete`` (while loading files)
+    keeps the ``_delete_`` marks in ``base`` so that a base file's replacement still replaces what its sibling
+    bases set when that file is merged in turn; :func:`load_config` strips them at the end."""
     for key, value in child.items():
         path = f"{prefix}{key}"
         if isinstance(value, dict) and value.get(DELETE_KEY):
-            value = {k: v for k, v in value.items() if k != DELETE_KEY}
+            kept = value if keep_delete else {k: v for k, v in value.items() if k != DELETE_KEY}
             _drop_sources(path, sources)
-            base[key] = copy.deepcopy(value)
-            _record_sources(value, path, source, sources)
+            base[key] = copy.deepcopy(kept)
+            _record_sources(kept, path, source, sources)
         elif isinstance(value, dict) and isinstance(base.get(key), dict):
             sources[path] = source
-            merge_into(base[key], value, source, sources, path + ".")
+            merge_into(base[key], value, source, sources, path + ".", keep_delete)
         else:
             _drop_sources(path, sources)
             base[key] = copy.deepcopy(value)
@@ -158,9 +161,9 @@ def _load_file(path: Path, stack: tuple[Path, ...]) -> tuple[dict, dict[str, str
     for base in bases:
         base_path = (path.parent / base).resolve()
         data, src = _load_file(base_path, stack + (path,))
-        merge_into(merged, data, "", sources)  # provenance comes from src below
+        merge_into(merged, data, "", sources, keep_delete=True)  # provenance comes from src below
         sources.update(src)
-    merge_into(merged, _public_names(namespace), str(path), sources)
+    merge_into(merged, _public_names(namespace), str(path), sources, keep_delete=True)
     return merged, sources
 
 

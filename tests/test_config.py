@@ -84,3 +84,16 @@ def test_dump_round_trips(tmp_path, tiny_config):
     out = write_config(tmp_path / "resolved.py", cfg.dump())
     again = load_config(out)
     assert dict(again) == dict(cfg)
+
+
+def test_a_base_files_delete_replaces_what_its_sibling_bases_set(tmp_path):
+    """A base listed after another replaces a section it marks _delete_ (here the strategy bases' lr_schedule)."""
+    write_config(tmp_path / "a.py", "lr_schedule = dict(type='multistep', milestones=[150], by_epoch=True)\n")
+    write_config(tmp_path / "b.py", "lr_schedule = dict(_delete_=True, type='constant')\n")
+    child = write_config(tmp_path / "c.py", "_base_ = ['a.py', 'b.py']\n")
+    cfg = load_config(child)
+    assert cfg["lr_schedule"] == {"type": "constant"}
+    assert cfg.source_of("lr_schedule.type").endswith("b.py")
+    grand = write_config(tmp_path / "d.py", "_base_ = ['c.py']\nlr_schedule = dict(min_lr_ratio=0.1)\n")
+    assert load_config(grand)["lr_schedule"] == {"type": "constant", "min_lr_ratio": 0.1}
+    assert "_delete_" not in str(dict(load_config(grand)))

@@ -368,8 +368,11 @@ class Trainer:
 
     @property
     def lr(self) -> float:
-        """The current learning rate of the strategy's first scheduled optimiser."""
+        """The current learning rate of the strategy's first scheduled optimiser (its first optimiser when it
+        schedules none: a strategy that sets its learning rates itself)."""
         for opt, _ in self.scheduled.values():
+            return float(opt.param_groups[0]["lr"])
+        for opt in self.strategy.optimizers().values():
             return float(opt.param_groups[0]["lr"])
         return float("nan")
 
