@@ -5,7 +5,9 @@
 
 Rows: methods; columns: teacher -> student pairs; cells: mean ± std over seeds, one table for the
 last epoch and one for the best epoch. Run seeds with `tools/train.py CONFIG --seed S` (work dirs
-end in seed<S>/). `--published` prints CRD's published numbers in parentheses beside ours.
+end in seed<S>/). `--published` prints CRD's published numbers in parentheses beside ours. Parameters and
+FLOPs (summary.json's `cost`: the network at inference on one validation sample, torch's FlopCounterMode) go
+into a cost table of each pair's teacher and student and into the columns of the single-run table.
 """
 from __future__ import annotations
 

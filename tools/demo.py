@@ -92,7 +92,11 @@ def run_stage(name: str, config: Path, cfg, work_dir: Path, overrides: list[str]
     trainer = Trainer(cfg, work_dir, device=device, synthetic=True, overwrite=True)  # the demo retrains its own runs
     summary = trainer.train()
     summary["wall_s"] = round(time.time() - start, 1)
-    summary["params_M"] = round(sum(p.numel() for p in trainer.strategy.primary_model.parameters()) / 1e6, 3)
+    # the network as it runs at inference (summary.json's cost: FlopCounterMode on one validation sample)
+    cost = summary.get("cost") or {}
+    params = cost.get("params", sum(p.numel() for p in trainer.strategy.primary_model.parameters()))
+    summary["params_M"] = round(params / 1e6, 3)
+    summary["gflops"] = round(cost["flops"] / 1e9, 4) if "flops" in cost else float("nan")
     return summary
 
 
@@ -118,11 +122,12 @@ def pictures(work_dir: Path, cfgs: dict, stages, num: int, device: str) -> list[
 
 
 def results_table(rows: list[dict], columns) -> str:
-    lines = ["| model | " + " | ".join(title for _, title, _ in columns) + " | params (M) | train time (s) |",
-             "|---|" + "---:|" * (len(columns) + 2)]
+    lines = ["| model | " + " | ".join(title for _, title, _ in columns) + " | params (M) | GFLOPs | train time (s) |",
+             "|---|" + "---:|" * (len(columns) + 3)]
     for r in rows:
         cells = " | ".join(format(r[key], fmt) for key, _, fmt in columns)
-        lines.append(f"| {r['label']} | {cells} | {r['params_M']:.2f} | {r['wall_s']:.0f} |")
+        lines.append(f"| {r['label']} | {cells} | {r['params_M']:.2f} | {r.get('gflops', float('nan')):.3f} | "
+                     f"{r['wall_s']:.0f} |")
     return "\n".join(lines)
 
 
@@ -160,7 +165,7 @@ def crossmodal(args, threads: int, work_dir: Path) -> dict:
         summaries[name] = run_stage(name, configs[name], cfg, work_dir / name, overrides, args.device)
         rows.append(dict(stage=name, label=label, config=_rel(configs[name]), iters=summaries[name]["iters"],
                          wall_s=summaries[name]["wall_s"], params_M=summaries[name]["params_M"],
-                         **summaries[name]["final"]))
+                         gflops=summaries[name]["gflops"], **summaries[name]["final"]))
     probes = [r for r in rows if r["stage"].startswith("probe")]
     columns = (("mIoU", "mIoU (%)", ".2f"), ("pixel_acc", "pixel acc (%)", ".2f"), ("mean_acc", "mean class acc (%)", ".2f"))
     table = results_table(probes, columns)
@@ -235,7 +240,7 @@ def main(argv=None) -> dict:
         summaries[name] = summary
         final = summary["final"]
         rows.append(dict(stage=name, label=label, config=_rel(configs[name]), params_M=summary["params_M"],
-                         wall_s=summary["wall_s"], iters=summary["iters"],
+                         gflops=summary["gflops"], wall_s=summary["wall_s"], iters=summary["iters"],
                          **{key: final[key] for key, _, _ in columns}))
 
     pics = pictures(work_dir, cfgs, stages, args.pictures, args.device)
