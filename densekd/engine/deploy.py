@@ -14,7 +14,6 @@ Used by ``tools/export.py`` (:mod:`densekd.engine.export`), ``tools/profile_mode
 """
 from __future__ import annotations
 
-import copy
 import inspect
 
 import torch
@@ -82,15 +81,20 @@ def first_in_channels(model: nn.Module) -> int | None:
 
 
 def input_size_from_data(cfg: Config, key: str) -> tuple[tuple[int, ...], str]:
-    """``(shape of sample[key] of data.val's first sample, where it came from)``; raises when the dataset cannot
-    be read (no data at its root) or its samples lack ``key``."""
-    val = build_dataset(cfg, "val")
-    if val is None:
-        raise ValueError("the config has no data.val dataset")
-    sample = val[0]
+    """``(shape of sample[key] of data.val's first sample, where it came from)`` -- data.train's (a training crop)
+    when the config has no data.val; raises when the dataset cannot be read (no data at its root) or its samples
+    lack ``key``."""
+    from densekd.data.sampling import forked_rng
+
+    split = "val" if (cfg.get("data") or {}).get("val") else "train"
+    dataset = build_dataset(cfg, split)
+    if dataset is None:
+        raise ValueError("the config has no data.val or data.train dataset")
+    with forked_rng(0):  # a training sample's augmentation draws from the global RNG
+        sample = dataset[0]
     if key not in sample:
-        raise KeyError(f"data.val's samples have no {key!r} (they have {sorted(sample)})")
-    return tuple(int(s) for s in sample[key].shape), f"data.val sample 0 ({type(val).__name__})"
+        raise KeyError(f"data.{split}'s samples have no {key!r} (they have {sorted(sample)})")
+    return tuple(int(s) for s in sample[key].shape), f"data.{split} sample 0 ({type(dataset).__name__})"
 
 
 def example_input(cfg: Config, model: nn.Module, key: str, input_size=None, batch: int = 1
@@ -99,13 +103,14 @@ def example_input(cfg: Config, model: nn.Module, key: str, input_size=None, batc
     ``batch[key]`` and where its size came from.
 
     Size: ``input_size=(H, W)`` when given, else the size of ``data.val``'s first sample (what the task
-    evaluates: the validation frame or crop). Channels: the sample's, else the model's first convolution's."""
+    evaluates: the validation frame or crop; data.train's without a data.val). Channels: the sample's, else the
+    model's first convolution's."""
     shape, source = None, ""
     try:
         shape, source = input_size_from_data(cfg, key)
     except Exception as exc:  # no data here: the size must be given
         if input_size is None:
-            raise ValueError(f"cannot read the input size from data.val ({type(exc).__name__}: "
+            raise ValueError(f"cannot read the input size from the data ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0][:200]}); give --input-size H W (or --synthetic / "
                              f"--data-root to read it from the data)") from None
     if input_size is not None:
@@ -155,8 +160,3 @@ def build_config_task(cfg: Config):
     except Exception:
         val = None
     return build_task(cfg, val) if val is not None else build_task(cfg)
-
-
-def graph_for(model: nn.Module, task, aux: bool = False) -> InferenceGraph:
-    """:class:`InferenceGraph` of a copy of ``model`` (the original keeps its auxiliary head and mode)."""
-    return InferenceGraph(copy.deepcopy(model), task, aux=aux)
