@@ -4,7 +4,9 @@ Rows are methods, columns are teacher -> student pairs; each cell is the mean
 and standard deviation over seeds of the primary metric, from the last epoch
 (``final``) or the best epoch (``best``), labelled as such. Runs that stopped
 before the end of their schedule (``--max-iters`` smoke runs, interrupted
-runs) are marked, never silently mixed with finished ones.
+runs) are marked, never silently mixed with finished ones. The networks' parameters and FLOPs (``cost`` in
+``summary.json``, written by the trainer) go into a cost table of each pair's teacher and student, with the
+teacher / student ratios, and into columns of the single-run table.
 """
 from __future__ import annotations
 
