@@ -5,6 +5,7 @@ import sys
 import numpy as np
 
 from densekd.config import load_config
+from densekd.engine.builder import build_model
 from densekd.engine.results import collect, table
 from densekd.engine.trainer import Trainer
 from tests.conftest import ROOT
@@ -51,9 +52,32 @@ def test_works_on_real_training_outputs(tiny_config, tmp_path):
     assert out.returncode == 0, out.stderr
     row = next(l for l in (tmp_path / "t.md").read_text().splitlines() if l.startswith("| tiny |"))
     assert f"{np.mean(finals):.2f}" in row and row.rstrip().endswith("| 2 |")
+    # the parameters and FLOPs of the run's network, from summary.json's cost, beside the accuracy
+    summary = json.loads((tmp_path / "runs" / "seed0" / "summary.json").read_text())
+    model = build_model(load_config(cfg)["model"])
+    assert summary["cost"]["params"] == sum(p.numel() for p in model.parameters())
+    assert summary["cost"]["input_shape"] == [1, 3, 32, 32] and summary["cost"]["flops"] > 0
+    cells = row.split("|")
+    assert cells[3].strip() == f"{summary['cost']['params'] / 1e6:.2f}"
+    assert cells[4].strip() == f"{summary['cost']['flops'] / 1e9:.3f}"
     empty = subprocess.run([sys.executable, str(ROOT / "tools/collect_results.py"), str(tmp_path / "nothing")],
                            capture_output=True, text=True, timeout=120)
     assert empty.returncode == 2 and "no summary.json" in empty.stderr
+
+
+def test_cost_table_of_the_pairs_with_compression_ratios(tmp_path):
+    def run(config, params, flops):
+        fake(tmp_path, config, 0, 70.0, 70.5)
+        path = tmp_path / config.replace("/", "_") / "seed0" / "summary.json"
+        s = json.loads(path.read_text())
+        s["cost"] = dict(params=params, flops=flops, input_shape=[1, 3, 32, 32])
+        path.write_text(json.dumps(s))
+
+    run("cifar100/teachers/resnet32x4", 7_430_000, 1_080_000_000)
+    run("cifar100/distill/resnet32x4-resnet8x4/kd", 1_230_000, 180_000_000)
+    text = table(collect([tmp_path]), "final")
+    row = next(l for l in text.splitlines() if l.startswith("| resnet32x4 → resnet8x4 | 7.43"))
+    assert [c.strip() for c in row.split("|")[2:-1]] == ["7.43", "1.080", "1.23", "0.180", "6.0x", "6.0x"]
 
 
 def test_published_rows_of_the_newer_methods_name_their_source(tmp_path):

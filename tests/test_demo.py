@@ -34,7 +34,15 @@ def test_demo_quick_writes_table_results_and_pictures(tmp_path):
     assert "checkpoint not found" not in (wd / "skd" / "train.log").read_text()
 
     md = (wd / "results.md").read_text()
-    assert "| model | mIoU (%) | pixel acc (%)" in md
+    assert "| model | mIoU (%) | pixel acc (%)" in md and "| params (M) | GFLOPs |" in md
+    assert all(r["gflops"] > 0 for r in results["rows"])
+    assert results["rows"][0]["gflops"] > results["rows"][1]["gflops"]  # the output-stride-4 teacher costs more
+    # the training curves of the three stages
+    curves = json.loads((wd / "curves.json").read_text())
+    assert (wd / "curves.png").is_file() and results["curves"].endswith("curves.png")
+    assert {"loss", "loss/seg", "loss/PixelWiseKD", "mIoU", "lr"} <= set(curves["keys"])
+    assert [line["run"] for line in curves["curves"]["loss"]] == ["teacher", "baseline", "skd"]
+    assert [line["run"] for line in curves["curves"]["loss/PixelWiseKD"]] == ["skd"]
     for row in results["rows"]:
         assert f"{row['mIoU']:.2f}" in md
     # the table is printed too

@@ -12,6 +12,9 @@ students (configs/cityscapes/cirkd/); cells mean ± std over seeds of the primar
 top-1 and top-5 error (100 - accuracy). Each table is printed for the last and for the best evaluation. Run
 seeds with `tools/train.py CONFIG --seed S` (work dirs end in seed<S>/). `--published` prints the published
 numbers in parentheses beside ours.
+Parameters and FLOPs (summary.json's `cost`: the network at inference on one validation sample, torch's
+FlopCounterMode) go into a cost table of each pair's teacher and student and into the columns of the single-run
+table.
 """
 from __future__ import annotations
 

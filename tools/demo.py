@@ -5,8 +5,9 @@
 
 Each demo trains, with the ordinary Trainer and the demo configs, a teacher, a student baseline and the same
 student distilled from that teacher, evaluates the three on the validation set, prints a table and writes
-``results.json``, ``results.md`` and example pictures (image | ground truth | teacher | baseline |
-distilled) to the work dir. Baseline and distilled student share network, data order, schedule and seed.
+``results.json``, ``results.md``, example pictures (image | ground truth | teacher | baseline |
+distilled) and ``curves.png`` (training losses per term, the validation metric and the learning rate of every
+stage; needs matplotlib) to the work dir. Baseline and distilled student share network, data order, schedule and seed.
 
 * ``segmentation`` (the default; work dir ``work_dirs/demo``): structured KD on synthetic Cityscapes
   (procedural 64 x 128 street scenes, 19 classes, ignore 255; the training scenes carry annotation noise,
@@ -92,7 +93,11 @@ def run_stage(name: str, config: Path, cfg, work_dir: Path, overrides: list[str]
     trainer = Trainer(cfg, work_dir, device=device, synthetic=True, overwrite=True)  # the demo retrains its own runs
     summary = trainer.train()
     summary["wall_s"] = round(time.time() - start, 1)
-    summary["params_M"] = round(sum(p.numel() for p in trainer.strategy.primary_model.parameters()) / 1e6, 3)
+    # the network as it runs at inference (summary.json's cost: FlopCounterMode on one validation sample)
+    cost = summary.get("cost") or {}
+    params = cost.get("params", sum(p.numel() for p in trainer.strategy.primary_model.parameters()))
+    summary["params_M"] = round(params / 1e6, 3)
+    summary["gflops"] = round(cost["flops"] / 1e9, 4) if "flops" in cost else float("nan")
     return summary
 
 
@@ -118,12 +123,27 @@ def pictures(work_dir: Path, cfgs: dict, stages, num: int, device: str) -> list[
 
 
 def results_table(rows: list[dict], columns) -> str:
-    lines = ["| model | " + " | ".join(title for _, title, _ in columns) + " | params (M) | train time (s) |",
-             "|---|" + "---:|" * (len(columns) + 2)]
+    lines = ["| model | " + " | ".join(title for _, title, _ in columns) + " | params (M) | GFLOPs | train time (s) |",
+             "|---|" + "---:|" * (len(columns) + 3)]
     for r in rows:
         cells = " | ".join(format(r[key], fmt) for key, _, fmt in columns)
-        lines.append(f"| {r['label']} | {cells} | {r['params_M']:.2f} | {r['wall_s']:.0f} |")
+        lines.append(f"| {r['label']} | {cells} | {r['params_M']:.2f} | {r.get('gflops', float('nan')):.3f} | "
+                     f"{r['wall_s']:.0f} |")
     return "\n".join(lines)
+
+
+def curves(work_dir: Path, stages, keys) -> Path | None:
+    """``curves.png`` (and ``curves.json``) of the stages' metrics.jsonl: ``keys`` that some stage logged, one
+    subplot each, one line per stage; None (with a note) without matplotlib."""
+    from densekd.engine.curves import load_runs, write_curves
+
+    runs = load_runs([work_dir / name for name in stages], labels=list(stages))
+    try:
+        write_curves(runs, work_dir / "curves.png", keys, strict=False, title="training curves")
+    except ImportError as exc:
+        print(f"note: no curves.png ({exc})")
+        return None
+    return work_dir / "curves.png"
 
 
 XM_STAGES = (  # name, config, label
@@ -160,7 +180,8 @@ def crossmodal(args, threads: int, work_dir: Path) -> dict:
         summaries[name] = run_stage(name, configs[name], cfg, work_dir / name, overrides, args.device)
         rows.append(dict(stage=name, label=label, config=_rel(configs[name]), iters=summaries[name]["iters"],
                          wall_s=summaries[name]["wall_s"], params_M=summaries[name]["params_M"],
-                         **summaries[name]["final"]))
+                         gflops=summaries[name]["gflops"], **summaries[name]["final"]))
+    curve_png = curves(work_dir, [name for name, _f, _l in XM_STAGES], ["loss", "loss/*", "top1", "mIoU", "lr"])
     probes = [r for r in rows if r["stage"].startswith("probe")]
     columns = (("mIoU", "mIoU (%)", ".2f"), ("pixel_acc", "pixel acc (%)", ".2f"), ("mean_acc", "mean class acc (%)", ".2f"))
     table = results_table(probes, columns)
@@ -172,7 +193,7 @@ def crossmodal(args, threads: int, work_dir: Path) -> dict:
     total = time.time() - start
     results = {"demo": "crossmodal", "rows": rows, "crd_gain_mIoU": round(gain, 3), "quick": args.quick,
                "device": args.device, "threads": threads, "seed": summaries["probe_random"]["seed"],
-               "total_s": round(total, 1),
+               "total_s": round(total, 1), "curves": _rel(curve_png) if curve_png else None,
                "note": "synthetic NYU-Depth v2 rooms; segmentation from depth alone on its 50 test rooms"
                        if not args.quick else "--quick: a few iterations, numbers are not meaningful"}
     (work_dir / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -180,6 +201,8 @@ def crossmodal(args, threads: int, work_dir: Path) -> dict:
           f"{'Quick smoke run (--quick): numbers not meaningful. ' if args.quick else ''}"
           f"Device {args.device}, {threads} thread(s), seed {results['seed']}, total {total:.0f} s.", "",
           table, "", verdict]
+    if curve_png:
+        md += ["", "![training curves](curves.png)"]
     (work_dir / "results.md").write_text("\n".join(md) + "\n")
     print("\n" + table + "\n")
     print(verdict)
@@ -235,10 +258,11 @@ def main(argv=None) -> dict:
         summaries[name] = summary
         final = summary["final"]
         rows.append(dict(stage=name, label=label, config=_rel(configs[name]), params_M=summary["params_M"],
-                         wall_s=summary["wall_s"], iters=summary["iters"],
+                         gflops=summary["gflops"], wall_s=summary["wall_s"], iters=summary["iters"],
                          **{key: final[key] for key, _, _ in columns}))
 
     pics = pictures(work_dir, cfgs, stages, args.pictures, args.device)
+    curve_png = curves(work_dir, [name for name, _f, _l in stages], ["loss", "loss/*", columns[0][0], "lr"])
     table = results_table(rows, columns)
     primary = columns[0][0]
     fmt = columns[0][2]
@@ -251,7 +275,7 @@ def main(argv=None) -> dict:
     results = {
         "demo": args.demo, "rows": rows, f"kd_gain_{primary}": round(gain, 4), "quick": args.quick,
         "device": args.device, "threads": threads, "seed": summaries[baseline]["seed"], "total_s": round(total, 1),
-        "pictures": [_rel(p) for p in pics],
+        "pictures": [_rel(p) for p in pics], "curves": _rel(curve_png) if curve_png else None,
         "note": demo["note"].format(label_noise=data["train"].get("label_noise", 0.0),
                                     num_val=data["val"].get("num_samples"))
                 if not args.quick else "--quick: a few iterations, numbers are not meaningful",
@@ -262,6 +286,9 @@ def main(argv=None) -> dict:
           f"Device {args.device}, {threads} thread(s), seed {results['seed']}, total {total:.0f} s.", "",
           table, "", verdict, "", "Pictures (image | ground truth | teacher | baseline | distilled):", ""]
     md += [f"![{p.name}](pictures/{p.name})" for p in pics]
+    if curve_png:
+        md += ["", "Training curves (loss and its terms, validation metric, learning rate):", "",
+               "![training curves](curves.png)"]
     (work_dir / "results.md").write_text("\n".join(md) + "\n")
 
     print("\n" + table + "\n")

@@ -75,6 +75,54 @@ def encode_labels(label_ids: np.ndarray, ignore_index: int = IGNORE) -> np.ndarr
     return out
 
 
+def train_id_lut() -> np.ndarray:
+    """256-entry uint8 look-up table: trainId -> the official labelId (train ids 0..18 -> 7, 8, 11, ..., 33; every
+    other value, ignore included, -> 0 = 'unlabeled')."""
+    lut = np.zeros(256, dtype=np.uint8)
+    for _name, label_id, train_id in LABEL_TABLE:
+        if 0 <= train_id < 255 and label_id >= 0:
+            lut[train_id] = label_id
+    return lut
+
+
+def decode_labels(train_ids: np.ndarray) -> np.ndarray:
+    """Train-id map (H x W ints) -> official labelIds (uint8), the pixel format of cityscapesScripts' result files
+    (``evalPixelLevelSemanticLabeling`` reads label ids, not train ids); ids outside 0..18 -> 0 (unlabeled)."""
+    train_ids = np.asarray(train_ids)
+    out = np.zeros(train_ids.shape, dtype=np.uint8)
+    valid = (train_ids >= 0) & (train_ids < len(CLASSES))
+    out[valid] = train_id_lut()[train_ids[valid].astype(np.int64)]
+    return out
+
+
+class CityscapesResults:
+    """Benchmark-format predictions of a Cityscapes(-like) dataset (``tools/test.py --format-only``).
+
+    cityscapesScripts' ``evalPixelLevelSemanticLabeling`` (and the test server) looks, for each ground-truth file
+    ``<city>_<seq>_<frame>_gtFine_labelIds.png``, for exactly one file matching ``<city>_<seq>_<frame>*.png``
+    anywhere under the results folder, whose pixels are the official **label ids** (uint8, same size as the
+    image). The result of sample ``i`` is ``labelIds/<city>/<sample_id>_leftImg8bit.png``: point
+    ``CITYSCAPES_RESULTS`` (or the server upload) at the ``labelIds`` folder alone, since other pictures of the
+    same frame (overlays) would match the pattern too. Subclasses define :meth:`sample_id`."""
+
+    result_kinds = ("label",)
+
+    def sample_id(self, index: int) -> str:
+        raise NotImplementedError
+
+    def result_path(self, index: int, kind: str) -> str:
+        if kind not in self.result_kinds:
+            raise ValueError(f"{type(self).__name__} writes {', '.join(self.result_kinds)} results, not {kind!r}")
+        sid = self.sample_id(index)
+        return f"labelIds/{sid.split('_')[0]}/{sid}_leftImg8bit.png"
+
+    def encode_result(self, kind: str, result: np.ndarray) -> np.ndarray:
+        """Train ids -> the uint8 label-id map of the result file (:func:`decode_labels`)."""
+        if kind not in self.result_kinds:
+            raise ValueError(f"{type(self).__name__} writes {', '.join(self.result_kinds)} results, not {kind!r}")
+        return decode_labels(result)
+
+
 def colorize(train_ids: np.ndarray) -> np.ndarray:
     """Train-id map (H x W) -> H x W x 3 uint8 RGB with the official colours (ignore -> black)."""
     lut = np.zeros((256, 3), dtype=np.uint8)
@@ -131,7 +179,7 @@ LAYOUT = ("ROOT/leftImg8bit/{split}/{city}/{city}_{seq}_{frame}_leftImg8bit.png 
 
 
 @DATASETS.register()
-class Cityscapes(Dataset):
+class Cityscapes(CityscapesResults, Dataset):
     """Cityscapes fine annotations (Cordts et al., CVPR 2016): 19 classes, ignore 255.
 
     Sample: ``{'image': 3 x H x W float (normalised with mean/std), 'target': H x W long train ids}``.
@@ -214,6 +262,11 @@ class Cityscapes(Dataset):
     def __getitem__(self, index: int) -> dict:
         image, label = self.load(index)
         return self.transform(image, label)
+
+    def sample_id(self, index: int) -> str:
+        """The official id of sample ``index``: ``<city>_<seq>_<frame>`` (its image's name without
+        ``_leftImg8bit.png``), e.g. ``frankfurt_000000_000294``."""
+        return os.path.basename(self.images[index])[: -len("_leftImg8bit.png")]
 
     def sample_files(self, index: int) -> list[str]:
         """The image and label files of sample ``index`` (named when one of them cannot be read)."""

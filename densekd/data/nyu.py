@@ -440,9 +440,48 @@ def _check_target(target: str) -> str:
     return target
 
 
+# ---------------------------------------------------------------------------------------------- results
+def depth_to_png(depth: np.ndarray, scale: float = 1000.0) -> np.ndarray:
+    """Depth in metres -> uint16 PNG values ``round(depth * scale)`` (``scale=1000``: millimetres, the format of
+    NYU's depth PNGs): 0 = invalid (non-finite or <= 0), valid depths clipped to 1..65535."""
+    d = np.asarray(depth, dtype=np.float64)
+    valid = np.isfinite(d) & (d > 0)
+    out = np.zeros(d.shape, dtype=np.uint16)
+    out[valid] = np.clip(np.rint(d[valid] * scale), 1, 65535).astype(np.uint16)
+    return out
+
+
+class NYUResults:
+    """Benchmark-format predictions of the NYU datasets (``tools/test.py --format-only``): sample ``i``'s depth as
+    ``depth/<sample_id>.png``, single-channel uint16 in millimetres (``depth_scale`` units per metre, 1000 by
+    default; 0 = invalid), the format of NYU's raw depth PNGs; its label map as ``label/<sample_id>.png``,
+    uint8 class ids 1..C (train id + 1: NYU-40 / NYU-13 class ids, 0 = unlabeled; raw ids as uint16 when the
+    dataset keeps them). Subclasses define :meth:`sample_id` and ``lut`` (None: raw ids)."""
+
+    result_kinds = ("depth", "label")
+
+    def sample_id(self, index: int) -> str:
+        raise NotImplementedError
+
+    def result_path(self, index: int, kind: str) -> str:
+        if kind not in self.result_kinds:
+            raise ValueError(f"{type(self).__name__} writes {', '.join(self.result_kinds)} results, not {kind!r}")
+        return f"{kind}/{self.sample_id(index)}.png"
+
+    def encode_result(self, kind: str, result: np.ndarray) -> np.ndarray:
+        if kind == "depth":
+            return depth_to_png(result, float(getattr(self, "depth_scale", 1000.0)))
+        if kind == "label":
+            ids = np.asarray(result).astype(np.int64)
+            if getattr(self, "lut", None) is None:  # raw ids
+                return ids.clip(0, 65535).astype(np.uint16)
+            return np.where((ids >= 0) & (ids < 255), ids + 1, 0).astype(np.uint8)
+        raise ValueError(f"{type(self).__name__} writes {', '.join(self.result_kinds)} results, not {kind!r}")
+
+
 # ---------------------------------------------------------------------------------------------- labeled set
 @DATASETS.register()
-class NYUDepthV2(Dataset):
+class NYUDepthV2(NYUResults, Dataset):
     """The NYU-Depth v2 labeled set with the official 795 / 654 split (see the module docstring for the files
     and the sample conventions).
 
@@ -627,6 +666,10 @@ class NYUDepthV2(Dataset):
         label = raw.astype(np.uint16) if self.lut is None else map_labels(raw, self.lut, where)
         return image, depth, label
 
+    def sample_id(self, index: int) -> str:
+        """The frame's 1-based number in the labeled file, 4 digits (``'0001'``; as the HHA files are named)."""
+        return f"{int(self.frames[index]) + 1:04d}"
+
     def load_hha(self, index: int) -> np.ndarray:
         """HHA of sample ``index`` (H x W x 3 uint8): read from ``hha`` (a folder) or computed from ``depths``."""
         j = int(self.frames[index])
@@ -758,7 +801,7 @@ def parse_filelist(path: str, root: str) -> list[tuple[str, str, float, int]]:
 
 
 @DATASETS.register()
-class NYUDepthRaw(Dataset):
+class NYUDepthRaw(NYUResults, Dataset):
     """NYU-Depth v2 raw frames for supervised depth training (the file list of BTS / AdaBins: about 24k
     frames from the training scenes), see the module docstring for the format and conventions.
 
@@ -818,6 +861,12 @@ class NYUDepthRaw(Dataset):
             raise ValueError(f"depth {self.depths[index]!r} is {depth.shape} but image {self.images[index]!r} is "
                              f"{image.shape[:2]}{where}")
         return image, depth
+
+    lut = None
+
+    def sample_id(self, index: int) -> str:
+        """The RGB file's path relative to ``root`` without its extension (``'kitchen_0028b/rgb_00045'``)."""
+        return os.path.splitext(os.path.relpath(self.images[index], self.root))[0]
 
     def __getitem__(self, index: int) -> dict:
         image, depth = self.load(index)

@@ -15,7 +15,8 @@ from typing import Sequence
 import numpy as np
 from torch.utils.data import Dataset
 
-from densekd.data.cityscapes import CLASSES, IGNORE, LABEL_TABLE, PALETTE, _make_transform, _write_png
+from densekd.data.cityscapes import (CLASSES, IGNORE, LABEL_TABLE, PALETTE, CityscapesResults, _make_transform,
+                                     _write_png, train_id_lut)
 from densekd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from densekd.registry import DATASETS
 
@@ -48,10 +49,14 @@ _APPEARANCE = np.array([
 _IGNORE_SLOT = 19
 # non-train label ids, used by ``write_tree`` to encode ignore pixels with a mix of official ids
 _VOID_IDS = np.array([lid for _n, lid, tid in LABEL_TABLE if lid >= 0 and tid == 255], dtype=np.uint8)
-_TRAIN_TO_ID = np.zeros(256, dtype=np.uint8)
-for _n, _lid, _tid in LABEL_TABLE:
-    if 0 <= _tid < 255:
-        _TRAIN_TO_ID[_tid] = _lid
+_TRAIN_TO_ID = train_id_lut()
+CITIES = ("synthcity", "faketown")
+
+
+def synthetic_id(index: int, cities: Sequence[str] = CITIES) -> str:
+    """The Cityscapes-style id of synthetic sample ``index``: ``<city>_<index:06d>_000019`` (what
+    :meth:`SyntheticCityscapes.write_tree` names its files)."""
+    return f"{cities[index % len(cities)]}_{index:06d}_000019"
 
 
 @functools.lru_cache(maxsize=8)
@@ -344,7 +349,7 @@ def _sample_seed(split: str, index: int) -> int:
 
 
 @DATASETS.register()
-class SyntheticCityscapes(Dataset):
+class SyntheticCityscapes(CityscapesResults, Dataset):
     """Procedural stand-in for :class:`~densekd.data.cityscapes.Cityscapes`: same 19 classes, ignore 255 and
     sample format.
 
@@ -428,13 +433,19 @@ class SyntheticCityscapes(Dataset):
 
     load = render
 
+    def sample_id(self, index: int) -> str:
+        """``<city>_<index:06d>_000019`` (:func:`synthetic_id`), the name :meth:`write_tree` gives the sample."""
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"SyntheticCityscapes index {index} out of range for {self.num_samples} samples")
+        return synthetic_id(index)
+
     def __getitem__(self, index: int) -> dict:
         image, label = self.render(index)
         return self.transform(image, label)
 
     @classmethod
     def write_tree(cls, root: str, split: str = "train", n: int = 8, image_size: Sequence[int] = (64, 128),
-                   cities: Sequence[str] = ("synthcity", "faketown")) -> list[str]:
+                   cities: Sequence[str] = CITIES) -> list[str]:
         """Write ``n`` samples of ``split`` to ``root`` in the official Cityscapes layout; returns image paths.
 
         Train ids are written back as official label ids; ignore pixels get a mix of void ids (unlabeled,
@@ -449,8 +460,8 @@ class SyntheticCityscapes(Dataset):
             if void.any():
                 pick = (np.arange(label.size).reshape(label.shape) // 7) % len(_VOID_IDS)
                 ids[void] = _VOID_IDS[pick[void]]
-            city = cities[i % len(cities)]
-            stem = f"{city}_{i:06d}_000019"
+            stem = synthetic_id(i, cities)
+            city = stem.split("_")[0]
             img_path = os.path.join(root, "leftImg8bit", split, city, f"{stem}_leftImg8bit.png")
             _write_png(img_path, image)
             _write_png(os.path.join(root, "gtFine", split, city, f"{stem}_gtFine_labelIds.png"), ids)

@@ -35,8 +35,8 @@ from torch.utils.data import Dataset
 
 from densekd.data.hha import depth_to_hha, write_hha
 from densekd.data.nyu import (CLASSES13, CLASSES40, HHA_PATTERN, IGNORE, MAP40_TO_13, NUM_RAW_CLASSES, NYU_FOCAL,
-                              NYU_FRAME, PALETTE13, PALETTE40, NYUTransform, _check_target, hha_path, label_lut,
-                              write_image)
+                              NYU_FRAME, PALETTE13, PALETTE40, NYUResults, NYUTransform, _check_target, hha_path,
+                              label_lut, write_image)
 from densekd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from densekd.registry import DATASETS
 
@@ -478,7 +478,7 @@ def _texture(tex: np.ndarray, a: np.ndarray, b: np.ndarray, period: np.ndarray) 
     return out
 
 
-class _RenderedRooms(Dataset):
+class _RenderedRooms(NYUResults, Dataset):
     """Rooms drawn by :func:`render_room`, deterministic per ``(seed_name, seed_stream, index)`` and memoised on
     the dataset object up to :attr:`cache_bytes` (renders are deterministic, so this changes speed only: a few
     hundred small rooms are drawn once instead of every epoch). Cached arrays are read-only; a loader worker
@@ -847,6 +847,12 @@ class SyntheticNYUDepthV2(_RenderedRooms):
         label = r["raw_label"] if self.lut is None else self.lut[r["raw_label"].astype(np.int64)]
         return r["image"], depth, label
 
+    def sample_id(self, index: int) -> str:
+        """``'<split>_<index + 1:04d>'`` (the stand-in has no labeled-file frame numbers)."""
+        if not 0 <= index < self.num_samples:
+            raise IndexError(f"{self.seed_name} index {index} out of range for {self.num_samples} samples")
+        return f"{self.split}_{index + 1:04d}"
+
     def load_hha(self, index: int) -> np.ndarray:
         """HHA (H x W x 3 uint8) of the room's complete depth with its own camera (:func:`depth_to_hha`)."""
         r = self.render(index)
@@ -954,6 +960,13 @@ class SyntheticNYUDepthRaw(_RenderedRooms):
     def focals(self) -> list[float]:
         return [NYU_FOCAL * self.size[1] / NYU_FRAME[1]] * self.num_samples
 
+    lut = None
+
+    def sample_id(self, index: int) -> str:
+        """``'<room kind>_<index // 4:04d>/rgb_<index:05d>'``: the RGB path :func:`write_raw_tree` writes, without
+        its extension."""
+        return f"{self.render(index)['kind']}_{index // 4:04d}/rgb_{index:05d}"
+
     def __getitem__(self, index: int) -> dict:
         image, depth = self.load(index)
         out = self.transform(image, depth)
@@ -984,7 +997,7 @@ def write_raw_tree(root: str, n: int = 8, size: Sequence[int] = (96, 128), filel
     lines = []
     for i in range(n):
         r = ds.render(i)
-        scene = f"{r['kind']}_{i // 4:04d}"
+        scene = ds.sample_id(i).split("/")[0]
         rgb_rel, dep_rel = f"{scene}/rgb_{i:05d}{image_ext}", f"{scene}/sync_depth_{i:05d}.png"
         _, depth = ds.load(i)
         write_image(os.path.join(root, rgb_rel), r["image"])

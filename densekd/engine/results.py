@@ -13,6 +13,9 @@ Table 3 (:func:`collect_imagenet`, :func:`imagenet_table`): the runs of ``config
 ResNet-34, student ResNet-18, the distillations of ``distill/resnet34-resnet18/``) as top-1 and top-5 ERROR
 (100 - accuracy, in %), the way CRD's Table 3 reports them, with the published errors beside them.
 :func:`report` renders whichever of them a set of runs fills.
+The networks' parameters and FLOPs (``cost`` in
+``summary.json``, written by the trainer) go into a cost table of each pair's teacher and student, with the
+teacher / student ratios, and into columns of the single-run table.
 """
 from __future__ import annotations
 
@@ -118,6 +121,8 @@ class Cell:
     best: list[float] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     incomplete: int = 0
+    params: int | None = None  # of the run's (primary) model at inference: summary.json's `cost`
+    flops: int | None = None   # one forward pass on one validation sample (FlopCounterMode)
 
 
 def place(name: str) -> tuple[str, str]:
@@ -160,7 +165,40 @@ def collect(roots: list[str | Path], metric: str | None = None, where=None) -> d
         cell.best.append(float(s.get("best", {}).get(key, s["final"][key])))
         cell.seeds.append(s.get("seed"))
         cell.incomplete += 0 if s.get("completed", True) else 1
+        cost = s.get("cost") or {}
+        if cell.params is None and "params" in cost:
+            cell.params, cell.flops = int(cost["params"]), (int(cost["flops"]) if "flops" in cost else None)
     return cells
+
+
+def _cost_text(params: int | None, flops: int | None) -> tuple[str, str]:
+    return ("" if params is None else f"{params / 1e6:.2f}", "" if flops is None else f"{flops / 1e9:.3f}")
+
+
+def cost_table(cells: dict[tuple[str, str], Cell], cols: list[str]) -> list[str]:
+    """Markdown lines: parameters and FLOPs of each pair's teacher and student (from any run of that network),
+    and the teacher / student ratios; [] when no summary records a cost."""
+    rows = []
+    for col in cols:
+        if col not in PAIRS:
+            continue
+        t_arch, s_arch = col.split("-")
+        teacher = cells.get(("teacher", t_arch))
+        students = [c for (r, c2), c in cells.items() if c.params is not None and
+                    ((r, c2) == ("student", s_arch) or (c2 == col and r not in ("teacher", "student")))]
+        student = students[0] if students else None
+        if (teacher is None or teacher.params is None) and student is None:
+            continue
+        tp, tf = (teacher.params, teacher.flops) if teacher is not None else (None, None)
+        sp, sf = (student.params, student.flops) if student is not None else (None, None)
+        ratio = lambda a, b: f"{a / b:.1f}x" if a and b else ""  # noqa: E731
+        rows.append(f"| {col.replace('-', ' → ')} | {' | '.join(_cost_text(tp, tf))} | {' | '.join(_cost_text(sp, sf))}"
+                    f" | {ratio(tp, sp)} | {ratio(tf, sf)} |")
+    if not rows:
+        return []
+    return ["", "Cost at inference (one validation sample, batch 1; FLOPs by torch.utils.flop_counter):", "",
+            "| Teacher → Student | teacher params (M) | teacher GFLOPs | student params (M) | student GFLOPs | "
+            "params ratio | FLOPs ratio |", "|---|---:|---:|---:|---:|---:|---:|"] + rows
 
 
 def fmt(values: list[float]) -> str:
@@ -212,10 +250,12 @@ def table(cells: dict[tuple[str, str], Cell], which: str = "final", published: b
                 lines.append("| " + " | ".join([base.capitalize()] + [cell_text(base, c) for c in cols]) + " |")
         for r in rows:
             lines.append("| " + " | ".join([METHOD_NAMES.get(r, r)] + [cell_text(r, c) for c in cols]) + " |")
+    lines += cost_table(cells, cols)
     singles = [(r, c) for (r, c) in cells if c == "-"]
     if singles:
-        lines += ["", "| run | " + label + " | seeds |", "|---|---|---|"]
+        lines += ["", "| run | " + label + " | params (M) | GFLOPs | seeds |", "|---|---|---:|---:|---|"]
         lines += [f"| {r} | {fmt(getattr(cells[(r, c)], which))}{'*' if cells[(r, c)].incomplete else ''} | "
+                  f"{' | '.join(_cost_text(cells[(r, c)].params, cells[(r, c)].flops))} | "
                   f"{len(cells[(r, c)].final)} |" for r, c in sorted(singles)]
         incomplete |= any(cells[k].incomplete for k in singles)
     counts = sorted({len(c.final) for c in cells.values()})

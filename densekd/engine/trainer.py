@@ -629,4 +629,27 @@ class Trainer:
                              for n in names}
         out.update(self.guard.summary())
         out.update(self.strategy.summary())
+        cost = self.model_cost()
+        if cost:
+            out["cost"] = cost
         return out
+
+    def model_cost(self) -> dict:
+        """Parameters and FLOPs of the primary model's eval-mode forward pass on one validation sample (batch 1;
+        :func:`densekd.engine.profile.inference_cost`, counted on the meta device), computed once; ``{}`` when it
+        cannot be computed (it never stops a run)."""
+        if getattr(self, "_cost", None) is None:
+            self._cost = {}
+            try:
+                from densekd.data.sampling import forked_rng
+                from densekd.engine.profile import inference_cost
+
+                dataset = self.val_set if self.val_set is not None else self.train_set
+                with forked_rng(0):
+                    x = dataset[0][self.student_input]
+                c = inference_cost(self.strategy.primary_model, x[None])
+                self._cost = dict(params=c["params"], params_total=c["params_total"], flops=c["flops"],
+                                  input_shape=c["input_shape"], counter="torch.utils.flop_counter.FlopCounterMode")
+            except Exception as exc:  # noqa: BLE001 - a cost estimate is never worth a failed run
+                self.records.info(f"model cost not computed ({type(exc).__name__}: {str(exc)[:160]})")
+        return self._cost

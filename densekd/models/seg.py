@@ -133,11 +133,17 @@ class SegModel(nn.Module):
         for key in [k for k in state_dict if k.startswith(stale)]:
             del state_dict[key]
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, aux: bool | None = None):
+        """Logits, or ``{'out': logits, 'aux': aux_logits}`` when the auxiliary head runs: in training mode
+        (``aux=None``, the default), or always with ``aux=True`` (e.g. an export that keeps the head; an error
+        without one). ``aux=False`` never runs it."""
+        if aux and self.aux_head is None:
+            raise ValueError(f"{self.arch}/{self.encoder_name} has no auxiliary head (build it with aux_head=True)")
         x, h, w = pad_to_multiple(x, self.size_divisor, "SegModel")
         feats = self.encoder(x)
         logits = crop_to_input(self.segmentation_head(self.decoder(feats)), x, h, w)
-        if self.aux_head is not None and self.training:
+        run_aux = self.aux_head is not None and (self.training if aux is None else bool(aux))
+        if run_aux:
             return {"out": logits, "aux": crop_to_input(self.aux_head(feats[-2]), x, h, w)}
         return logits
 

@@ -107,6 +107,32 @@ class Task:
     def evaluator(self) -> Evaluator:
         raise NotImplementedError
 
+    # -- deployment ---------------------------------------------------------------------------------------
+    output_names: tuple[str, ...] = ("output",)
+    """Names of :meth:`deploy_output`'s tensors, in order (the outputs of an exported graph)."""
+
+    def deploy_output(self, output: Any, image: torch.Tensor):
+        """The model's raw ``output`` for the input ``image`` as the tensor(s) a deployed network returns: one
+        forward pass, no test-time augmentation (default: the main output tensor, :func:`main_output`). A task
+        returning several tensors returns a tuple in :attr:`output_names` order."""
+        out = main_output(output)
+        if not isinstance(out, torch.Tensor):
+            got = sorted(out) if isinstance(out, dict) else type(out).__name__
+            raise ValueError(f"{type(self).__name__}: the model returns {got}, not one tensor; a model with several "
+                             f"outputs needs a task that names them (e.g. task=dict(type='multitask', ...))")
+        return out
+
+    def result_maps(self, prediction: Any) -> list[tuple[str, np.ndarray]]:
+        """One sample's :meth:`predict` output (without the batch dimension) as benchmark result maps
+        ``[(kind, H x W array)]`` (``'label'``: class ids, ``'depth'``: metres) for the dataset to write in its
+        official format (``tools/test.py --format-only``)."""
+        raise NotImplementedError(f"{type(self).__name__} writes no benchmark-format predictions (segmentation and "
+                                  f"depth tasks do)")
+
+    def draw_overlay(self, image: np.ndarray, prediction: Any) -> np.ndarray:
+        """One sample's prediction blended over its ``H x W x 3`` uint8 image (``--format-only --overlay``)."""
+        raise NotImplementedError(f"{type(self).__name__} draws no overlays (segmentation tasks do)")
+
     def is_better(self, new: float, old: float | None) -> bool:
         if old is None:
             return True

@@ -45,3 +45,5 @@ class ClassificationTask(Task):
 
     def evaluator(self) -> Evaluator:
         return ClassificationEvaluator()
+
+    output_names = ("logits",)

@@ -182,6 +182,21 @@ class DepthTask(Task):
     def evaluator(self) -> DepthEvaluator:
         return DepthEvaluator(self.target_key, self.min_depth, self.max_depth, self.eval_crop)
 
+    # -- deployment ---------------------------------------------------------------------------------------
+    output_names = ("depth",)
+
+    def deploy_output(self, output, image: torch.Tensor) -> torch.Tensor:
+        """Depth ``B x 1 x H x W`` in metres at the input resolution: one pass, no flip averaging."""
+        return resize_depth(as_depth_map(main_output(output), "the model's depth output"), image.shape[-2:])
+
+    def result_maps(self, prediction) -> list[tuple[str, np.ndarray]]:
+        """``[('depth', H x W float32 metres)]``."""
+        d = prediction.detach().cpu().numpy() if isinstance(prediction, torch.Tensor) else np.asarray(prediction)
+        d = np.squeeze(np.asarray(d, dtype=np.float32))
+        if d.ndim != 2:
+            raise ValueError(f"a depth prediction is 1 x H x W or H x W; got shape {d.shape}")
+        return [("depth", d)]
+
     # -- presentation -------------------------------------------------------------------------------------
     def picture_range(self, target: torch.Tensor | None) -> tuple[float, float]:
         """The shared colour range of one sample's pictures (see the class docstring)."""

@@ -117,6 +117,35 @@ class MultiTask(Task):
     def evaluator(self) -> MultiEvaluator:
         return MultiEvaluator({name: t.evaluator() for name, t in self.tasks.items()})
 
+    # -- deployment ---------------------------------------------------------------------------------------
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(self.tasks)
+
+    def deploy_output(self, output, image: torch.Tensor) -> tuple:
+        """Every task's deployed output of its branch, in task order (named by the task names)."""
+        output = self._outputs(output)
+        return tuple(task.deploy_output(output[name], image) for name, task in self.tasks.items())
+
+    def result_maps(self, prediction) -> list[tuple[str, np.ndarray]]:
+        maps = []
+        for name, task in self.tasks.items():
+            try:
+                maps += task.result_maps(prediction[name])
+            except NotImplementedError:
+                continue
+        if not maps:
+            raise NotImplementedError("none of the multitask's tasks writes benchmark-format predictions")
+        return maps
+
+    def draw_overlay(self, image: np.ndarray, prediction) -> np.ndarray:
+        for name, task in self.tasks.items():
+            try:
+                return task.draw_overlay(image, prediction[name])
+            except NotImplementedError:
+                continue
+        raise NotImplementedError("none of the multitask's tasks draws overlays (segmentation tasks do)")
+
     def panels(self, sample: dict, predictions: Mapping[str, Mapping[str, torch.Tensor]]) -> list[tuple[str, np.ndarray]]:
         out = []
         for name, task in self.tasks.items():

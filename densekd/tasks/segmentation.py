@@ -60,6 +60,21 @@ def _check_palette(palette, num_classes: int) -> list[tuple[int, int, int]]:
     return [tuple(int(v) for v in c) for c in colours]
 
 
+def _class_ids(prediction, num_classes: int) -> np.ndarray:
+    """Scores ``C x H x W`` (arg-maxed) or class ids ``H x W`` -> ``H x W`` int64 numpy class ids."""
+    if isinstance(prediction, torch.Tensor):
+        prediction = prediction.detach().cpu()
+        prediction = (prediction.argmax(0) if prediction.dim() == 3 else prediction).numpy()
+    prediction = np.asarray(prediction)
+    if prediction.ndim == 3:
+        if prediction.shape[0] != num_classes:
+            raise ValueError(f"prediction has {prediction.shape[0]} channels but the task has num_classes={num_classes}")
+        prediction = prediction.argmax(0)
+    if prediction.ndim != 2:
+        raise ValueError(f"a segmentation prediction is C x H x W scores or H x W ids; got shape {prediction.shape}")
+    return prediction.astype(np.int64)
+
+
 class SegmentationEvaluator(Evaluator):
     """Accumulates a num_classes x num_classes confusion matrix (rows: ground truth) in ``state['confmat']``.
 
@@ -257,6 +272,31 @@ class SegmentationTask(Task):
 
     def evaluator(self) -> SegmentationEvaluator:
         return SegmentationEvaluator(self.num_classes, self.ignore_index, self.class_names, self.target_key)
+
+    # -- deployment ---------------------------------------------------------------------------------------
+    output_names = ("logits",)
+
+    def deploy_output(self, output, image: torch.Tensor) -> torch.Tensor:
+        """Logits ``B x num_classes x H x W`` at the input resolution (bilinear, as :meth:`predict` resizes): one
+        whole-image pass; softmax, sliding windows, scales and flips are left to the caller."""
+        out = main_output(output)
+        if out.shape[-2:] != image.shape[-2:]:
+            out = F.interpolate(out, size=image.shape[-2:], mode="bilinear", align_corners=False)
+        return out
+
+    def result_maps(self, prediction) -> list[tuple[str, np.ndarray]]:
+        """``[('label', H x W class ids)]``: the arg-max over classes of :meth:`predict`'s probabilities (uint8 when
+        the ids fit, else int32)."""
+        labels = _class_ids(prediction, self.num_classes)
+        return [("label", labels.astype(np.uint8 if self.num_classes <= 255 else np.int32))]
+
+    def draw_overlay(self, image: np.ndarray, prediction, alpha: float = 0.5) -> np.ndarray:
+        """The palette colours of the predicted classes blended over ``image``: ``(1 - alpha) image + alpha
+        colour``."""
+        from densekd.engine.visualize import overlay
+
+        return overlay(image, _class_ids(prediction, self.num_classes), self.palette, alpha=alpha,
+                       ignore_index=self.ignore_index)
 
     # -- presentation -------------------------------------------------------------------------------------
     def _picture(self, labels) -> np.ndarray:
