@@ -88,8 +88,8 @@ TABLES: dict[str, SeedTable] = {t.name: t for t in (
         STL10_CROSSMODAL_ROWS, ROW_NAMES,
         note="densekd's setting (WRN-16-2 L teacher trained on the 5,000 labelled images, WRN-16-2 ab student on the "
              "105,000 train + unlabelled images at 64 x 64, probe on the labelled train split -> test top-1 %); CRD "
-             "ran its STL-10 transfer with other networks and an ImageNet-trained L teacher, so no published numbers "
-             "are printed beside these."),
+             "ran its STL-10 transfer with other networks and (as we recall the paper) an ImageNet-trained L "
+             "teacher, so no published numbers are printed beside these."),
     SeedTable(
         "crd_table4", "CRD Table 4: transferability of CIFAR-100 features (linear probe on frozen features)",
         "work_dirs/pipelines/crd_table4",

@@ -7,7 +7,8 @@
 # random resized crop to 64 x 64 over 30-100% of the area, flip).
 #
 # Architecture and schedule are densekd's choice (WRN-16-2 for both views at 64 x 64, 30 epochs of SGD lr 0.05
-# cosine, batch 64), not CRD's: CRD's STL-10 experiment used other networks and an ImageNet-trained L teacher.
+# cosine, batch 64), not CRD's: CRD's STL-10 experiment used other networks and (as we recall the paper) an
+# ImageNet-trained L teacher.
 import os.path as osp
 
 from densekd.config import load_config
