@@ -89,3 +89,33 @@ def test_crossmodal_demo_quick_compares_random_and_crd_features(tmp_path):
     assert "CRD" in crd_cfg and str(wd / "teacher" / "checkpoints" / "best.pth") in crd_cfg
     assert str(wd / "crd" / "checkpoints" / "last.pth") in (wd / "probe_crd" / "config.py").read_text()
     assert "| Depth segmentation, head on frozen CRD features |" in (wd / "results.md").read_text()
+
+
+def test_stl10_demo_quick_compares_random_and_crd_ab_features(tmp_path):
+    wd = tmp_path / "demo_stl10"
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "demo.py"), "stl10", "--quick", "--work-dir", str(wd),
+                           "--threads", "1"], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = json.loads((wd / "results.json").read_text())
+    assert results["demo"] == "stl10" and results["quick"] is True
+    assert [r["stage"] for r in results["stages"]] == ["teacher", "crd", "random"]
+    rows = {r["stage"]: r for r in results["rows"]}
+    assert list(rows) == ["random", "crd"] and rows["random"]["pretrain_iters"] == 0
+    assert math.isclose(results["crd_gain_probe_top1"], rows["crd"]["probe_top1"] - rows["random"]["probe_top1"],
+                        abs_tol=1e-3)
+    assert math.isclose(results["crd_gain_finetune_top1"],
+                        rows["crd"]["finetune_top1"] - rows["random"]["finetune_top1"], abs_tol=1e-3)
+    # the CRD student read the L teacher trained in the first stage, on the unlabelled pictures
+    crd_cfg = (wd / "crd" / "config.py").read_text()
+    assert "CRD" in crd_cfg and str(wd / "teacher" / "checkpoints" / "best.pth") in crd_cfg
+    assert "checkpoint not found" not in (wd / "crd" / "train.log").read_text()
+    # each probe read its own checkpoint; each fine-tuning started from it with a new head
+    for name in ("random", "crd"):
+        probe = json.loads((wd / f"probe_{name}" / "probe_summary.json").read_text())
+        assert probe["checkpoint"] == str(wd / name / "checkpoints" / "last.pth") and probe["layer"] == "feats[-1]"
+        assert probe["final"]["linear_probe_top1"] == rows[name]["probe_top1"]
+        log = (wd / f"finetune_{name}" / "train.log").read_text()
+        assert "load_from: loaded" in log and str(wd / name / "checkpoints" / "last.pth") in log
+    md = (wd / "results.md").read_text()
+    assert "| ab student, CRD from the L teacher |" in md and "linear probe top-1" in md
+    assert "| ab student, random init |" in proc.stdout

@@ -446,3 +446,33 @@ def test_tfkd_experiments_share_one_pipeline_and_one_table(tmp_path):
     expected = -(soft * F.log_softmax(logits, 1)).sum(1).mean()
     assert torch.allclose(task.loss(logits, {"target": target})["cls"], expected, atol=1e-6)
     assert [d["type"] for d in cfg["tfkd_virtual_teacher"]["distill"]] == ["LabelSmoothingKD"]
+
+
+def test_stages_as_a_dict_compose_through_base_pipelines(tiny_config, tmp_path):
+    """`stages = dict(NAME=dict(...))` merges into a _base_ pipeline's stage of that name; None removes one."""
+    teacher = tiny_config("teacher.py", extra=TEACHER_MODEL)
+    student = tiny_config("student.py", extra=STUDENT_EXTRA)
+    (tmp_path / "base.py").write_text(f"""
+stages = dict(teacher=dict(config='{teacher}'),
+              student=dict(config='{student}', cfg_options={{'teacher.checkpoint': '{{teacher.best}}'}}))
+""")
+    (tmp_path / "child.py").write_text(f"""
+_base_ = ['./base.py']
+stages = dict(student=dict(cfg_options={{'optimizer.lr': 0.01}}), again=dict(config='{student}', cfg_options=None))
+""")
+    pipe = load_pipeline(tmp_path / "child.py", work_dir=str(tmp_path / "work"))
+    assert pipe.names == ["teacher", "student", "again"]
+    st = pipe.stage("student").cfg
+    assert st["teacher"]["checkpoint"] == str(tmp_path / "work/teacher/checkpoints/best.pth")
+    assert st["optimizer"]["lr"] == 0.01
+    (tmp_path / "alone.py").write_text("""
+_base_ = ['./base.py']
+stages = dict(teacher=None, student=dict(cfg_options=None))
+""")
+    assert load_pipeline(tmp_path / "alone.py").names == ["student"]
+    for body, pattern in ((f"stages = dict(a=dict(name='b', config='{student}'))\n", r"the key is the stage's name"),
+                          ("stages = dict(a='x.py')\n", r"stage 'a' must be dict\(config=\.\.\."),
+                          ("stages = dict(a=None)\n", r"needs `stages = .*a non-empty list, or a dict")):
+        (tmp_path / "bad.py").write_text(body)
+        with pytest.raises(PipelineError, match=pattern):
+            load_pipeline(tmp_path / "bad.py")

@@ -353,3 +353,25 @@ def test_check_data_reads_every_image_and_reports_a_truncated_file(tree):
     bad, counts = check_config(cfg, log=lambda _m: None)
     assert counts == {"val": 4} and len(bad) == 1 and bad[0].split == "train"
     assert "unlabeled_X.bin" in bad[0].message and "27648-byte images" in bad[0].message
+
+
+def test_colour_cue_keeps_the_class_in_L_and_takes_it_out_of_the_hue():
+    """colour_cue=0: objects in random hues; the pictures are otherwise those of colour_cue=1 (the default), the
+    L texture still tells the class, the hue histogram no longer does."""
+    default = SyntheticSTL10(split="train", num_samples=20)
+    same = SyntheticSTL10(split="train", num_samples=20, colour_cue=1.0)
+    assert all(np.array_equal(default.load(i)[0], same.load(i)[0]) for i in range(5))
+    with pytest.raises(ValueError, match="colour_cue"):
+        SyntheticSTL10(colour_cue=1.5)
+
+    def nearest_mean(key, feature, cue):
+        train = SyntheticSTL10(split="train", keys=(key,), augment=False, size=32, num_samples=150, colour_cue=cue)
+        test = SyntheticSTL10(split="test", keys=(key,), augment=False, size=32, num_samples=80, colour_cue=cue)
+        x = torch.stack([feature(train[i][key]) for i in range(len(train))])
+        y = torch.tensor(train.targets)
+        means = torch.stack([x[y == c].mean(0) for c in range(10)])
+        xt = torch.stack([feature(test[i][key]) for i in range(len(test))])
+        return float((torch.cdist(xt, means).argmin(1) == torch.tensor(test.targets)).float().mean())
+
+    assert nearest_mean("L", _spectrum, 0.0) > 0.5
+    assert nearest_mean("ab", _hue_histogram, 1.0) > 0.5 and nearest_mean("ab", _hue_histogram, 0.0) < 0.3

@@ -5,7 +5,10 @@ stripe texture (orientation and frequency). A picture is one object of its class
 rotation, on a smooth background of random low-saturation colour, with lighting jitter and noise. The class
 shows both in lightness (silhouette, texture) and in chromaticity (hue): a network reading only the ``L`` view
 and one reading only the ``ab`` view can both learn it, which is what the L -> ab transfer needs. A fraction of
-pictures can be greyscale (R = G = B; TinyImageNet has such images).
+pictures can be greyscale (R = G = B; TinyImageNet has such images). ``colour_cue`` below 1 gives only that
+fraction of the objects their class's hue and the others a uniformly random one: the class then shows in the ``ab``
+view mostly through the object's shape and texture (its chroma against the grey-ish background), as in real
+photographs, where chrominance follows the edges of what lightness shows.
 
 Pictures depend only on ``(seed, stream, index)``, never on the global RNG.
 """
@@ -73,8 +76,10 @@ class ObjectClasses:
         self.freq = rng.uniform(2.0, 6.0, num_classes)  # stripe periods across the object's radius
         self.seed = int(seed)
 
-    def render(self, cls: int, rng: np.random.Generator, size: int, grey: bool = False) -> np.ndarray:
-        """One ``size x size x 3`` uint8 picture of class ``cls``."""
+    def render(self, cls: int, rng: np.random.Generator, size: int, grey: bool = False,
+               hue: float | None = None) -> np.ndarray:
+        """One ``size x size x 3`` uint8 picture of class ``cls`` (its object in hue ``hue`` instead of the class's
+        when given)."""
         yy, xx = (np.mgrid[0:size, 0:size].astype(np.float64) + 0.5) / size  # in [0, 1]
         # background: low-saturation colour with a linear light gradient
         bh, bs, bv = rng.uniform(), rng.uniform(0.0, 0.25), rng.uniform(0.25, 0.75)
@@ -92,7 +97,7 @@ class ObjectClasses:
         a = self.angle[cls]
         stripes = 0.5 + 0.5 * np.sin(np.pi * self.freq[cls] * (np.cos(a) * dx + np.sin(a) * dy)
                                      + rng.uniform(0, 2 * np.pi))
-        oh = self.hue[cls] + rng.uniform(-0.02, 0.02)
+        oh = (self.hue[cls] if hue is None else hue) + rng.uniform(-0.02, 0.02)
         os_, ov = rng.uniform(0.6, 0.95), rng.uniform(0.55, 0.95)
         obj = hsv_to_rgb(np.full_like(xx, oh), np.full_like(xx, os_), ov * (0.45 + 0.55 * stripes))
         img = np.where(mask[..., None], obj, img) * 255.0
@@ -101,11 +106,19 @@ class ObjectClasses:
             img = np.repeat(img @ np.array([[0.299], [0.587], [0.114]]), 3, axis=2)
         return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
-    def picture(self, cls: int, stream: str, index: int, size: int, grey_fraction: float = 0.0) -> np.ndarray:
-        """The deterministic picture ``index`` of stream ``stream`` (class ``cls``)."""
+    def picture(self, cls: int, stream: str, index: int, size: int, grey_fraction: float = 0.0,
+                colour_cue: float = 1.0) -> np.ndarray:
+        """The deterministic picture ``index`` of stream ``stream`` (class ``cls``); with ``colour_cue < 1`` the
+        object has its class's hue with that probability, else a uniformly random hue (drawn from a stream of its
+        own, so the rest of the picture is the same as with ``colour_cue=1``)."""
         rng = np.random.default_rng([self.seed, stream_seed(stream), int(index)])
         grey = grey_fraction > 0 and rng.uniform() < grey_fraction
-        return self.render(int(cls), rng, size, grey=grey)
+        hue = None
+        if colour_cue < 1:
+            cue = np.random.default_rng([self.seed, stream_seed(stream), int(index), stream_seed("hue")])
+            if cue.uniform() >= colour_cue:
+                hue = float(cue.uniform())
+        return self.render(int(cls), rng, size, grey=grey, hue=hue)
 
 
 def balanced_labels(n: int, num_classes: int, seed: int, stream: str) -> np.ndarray:

@@ -53,7 +53,10 @@ class SyntheticSTL10(_STL10Base):
     """Stand-in for :class:`~densekd.data.stl10.STL10` (module docstring).
 
     Extra args: ``num_samples``: images per file part of the split (an int for every part, or a dict such as
-    ``{'train': 100, 'unlabeled': 400}``; defaults train 500, test 300, unlabeled 1,000), ``seed``.
+    ``{'train': 100, 'unlabeled': 400}``; defaults train 500, test 300, unlabeled 1,000), ``seed``,
+    ``colour_cue``: the fraction of objects drawn in their class's hue (default 1: all; the others get a random
+    hue, so that the ``ab`` view shows the class mostly through shape and texture, see
+    :mod:`densekd.data.synthetic_objects`).
     """
 
     def __init__(self, root: str | None = None, split: str = "train", fold: int | None = None,
@@ -62,10 +65,14 @@ class SyntheticSTL10(_STL10Base):
                  crop_ratio: Sequence[float] = (3 / 4, 4 / 3), padding: int = 12, flip: bool = True,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
                  lab_mean: Sequence[float] = LAB_MEAN, lab_std: Sequence[float] = LAB_STD,
-                 num_samples: int | dict | None = None, seed: int = 0):
+                 num_samples: int | dict | None = None, seed: int = 0, colour_cue: float = 1.0):
         self._setup(split, fold, keys, augment, size, crop, crop_scale, crop_ratio, padding, flip, mean, std,
                     lab_mean, lab_std)
         self.root, self.seed = root, int(seed)
+        if not 0.0 <= float(colour_cue) <= 1.0:
+            raise ValueError(f"colour_cue is the fraction of objects drawn in their class's hue, in [0, 1]; got "
+                             f"{colour_cue!r}")
+        self.colour_cue = float(colour_cue)
         self._sizes = _part_sizes(num_samples)
         self.objects = ObjectClasses(len(STL10_CLASSES), self.seed)
         # every part has class labels; those of 'unlabeled' are hidden (its pictures still show the classes)
@@ -76,19 +83,20 @@ class SyntheticSTL10(_STL10Base):
         self._set_parts({p: self._sizes[p] for p in _parts(split)}, labels, self.folds)
 
     def read_image(self, part: str, j: int) -> np.ndarray:
-        return self.objects.picture(self._classes[part][j], f"stl10/{part}", j, 96)
+        return self.objects.picture(self._classes[part][j], f"stl10/{part}", j, 96, colour_cue=self.colour_cue)
 
     def part_images(self, part: str) -> np.ndarray:
         """Every picture of a file part, N x 96 x 96 x 3 uint8, in file order."""
         return np.stack([self.read_image(part, j) for j in range(self._sizes[part])])
 
     @classmethod
-    def write_tree(cls, root: str | os.PathLike, num_samples: int | dict | None = None, seed: int = 0) -> Path:
+    def write_tree(cls, root: str | os.PathLike, num_samples: int | dict | None = None, seed: int = 0,
+                   colour_cue: float = 1.0) -> Path:
         """Write ``ROOT/stl10_binary/`` (train / test / unlabeled images and labels, ``fold_indices.txt``,
         ``class_names.txt``) from the synthetic pictures; ``STL10(root, split, fold).load(i)`` then equals
-        ``SyntheticSTL10(split=split, fold=fold, num_samples=num_samples, seed=seed).load(i)``. Returns the
-        folder."""
-        ds = cls(split="train", num_samples=num_samples, seed=seed)
+        ``SyntheticSTL10(split=split, fold=fold, num_samples=num_samples, seed=seed,
+        colour_cue=colour_cue).load(i)``. Returns the folder."""
+        ds = cls(split="train", num_samples=num_samples, seed=seed, colour_cue=colour_cue)
         images = {p: ds.part_images(p) for p in DEFAULT_SIZES}
         labels = {p: ds._classes[p] for p in ("train", "test")}
         return write_stl10_binary(root, images, labels, folds=ds.folds, class_names=STL10_CLASSES)

@@ -9,6 +9,14 @@ A pipeline config is a Python file, loaded with densekd's config loader (so ``_b
     ]
     cfg_options = ['data.num_workers=2']      # optional, applied to every stage
 
+``stages`` may also be a dict ``{name: stage}`` (in order; the key is the stage's ``name``). Then pipelines
+compose through ``_base_`` as configs do: a child's ``stages = dict(pretrain=dict(config=...))`` merges into its
+base's stage of that name key by key, a new name is appended, and ``name=None`` removes the base's stage::
+
+    # configs/pipelines/stl10_crossmodal/kd.py
+    _base_ = ['./_base_/row.py']          # stages = dict(teacher=..., pretrain=..., probe=..., finetune=...)
+    stages = dict(pretrain=dict(config='configs/stl10/crossmodal/ab_kd.py'))
+
 Pipeline keys: ``stages`` (required), ``cfg_options``, ``work_dir`` (instead of the default
 ``work_dirs/<pipeline config name>/``), ``description`` (free text). Stage keys: ``name`` (letters,
 digits, ``_``, ``-``; the stage trains in ``<pipeline work dir>/<name>/``), ``config``, ``cfg_options``,
@@ -202,10 +210,7 @@ def load_pipeline(path: str | Path, *, cli_options: list[str] | tuple[str, ...] 
         if key not in PIPELINE_KEYS and not key.startswith("_"):
             raise PipelineError(f"Unknown pipeline key {key!r} in {path}.{did_you_mean(key, PIPELINE_KEYS)} "
                                 f"Valid keys: {', '.join(sorted(PIPELINE_KEYS))}")
-    stages_raw = raw.get("stages")
-    if not isinstance(stages_raw, (list, tuple)) or not stages_raw:
-        raise PipelineError(f"{path} needs `stages = [dict(name=..., config=...), ...]` (a non-empty list); "
-                            f"got {stages_raw!r}")
+    stages_raw = stage_list(raw.get("stages"), path)
 
     if work_dir:
         root = Path(work_dir)
@@ -274,6 +279,29 @@ def load_pipeline(path: str | Path, *, cli_options: list[str] | tuple[str, ...] 
                                                     lambda n, f: resolve_reference(pipeline, n, f))
             check_probe_stage(stage)
     return pipeline
+
+
+def stage_list(stages: Any, path: Path) -> list:
+    """``stages`` as a list of stage dicts: a list as written, or a dict ``{name: stage}`` in order (the key is
+    the name; ``None`` values, a child pipeline removing a stage of its ``_base_``, are dropped)."""
+    if isinstance(stages, dict):
+        out = []
+        for name, st in stages.items():
+            if st is None:
+                continue
+            where = f"{path} stage {name!r}"
+            if not isinstance(st, dict):
+                raise PipelineError(f"{where} must be dict(config=..., cfg_options=...) (or None to remove a stage of "
+                                    f"the _base_ pipeline); got {st!r}")
+            if "name" in st and st["name"] != name:
+                raise PipelineError(f"{where}: in `stages = dict(NAME=dict(...))` the key is the stage's name; drop "
+                                    f"name={st['name']!r} or make it {name!r}")
+            out.append(dict(st, name=name))
+        stages = out
+    if not isinstance(stages, (list, tuple)) or not stages:
+        raise PipelineError(f"{path} needs `stages = [dict(name=..., config=...), ...]` (a non-empty list, or a dict "
+                            f"{{name: dict(config=...)}} in order); got {stages!r}")
+    return list(stages)
 
 
 def check_probe_stage(stage: Stage) -> None:
