@@ -508,7 +508,9 @@ stages = [
 
 def test_shipped_data_free_configs_validate_and_synthesise(tmp_path):
     from densekd.engine.builder import use_synthetic
+    from densekd.engine.schema import validate
     from densekd.pipelines import load_pipeline
+    from densekd.synthesis.settings import SynthesisSettings
 
     for name in ("cifar100_deepinversion_resnet32x4_resnet8x4", "cifar100_knowledge_within_resnet32x4_resnet8x4",
                  "cityscapes_demo_deepinversion"):
@@ -516,9 +518,23 @@ def test_shipped_data_free_configs_validate_and_synthesise(tmp_path):
                              synthetic=True)
         kinds = [s.kind for s in pipe.stages]
         assert "synthesize" in kinds and kinds[0] == "train"
-    for path in sorted((ROOT / "configs" / "synthesis").rglob("*.py")):
-        cfg = load_config(path, ["synthesis.num_images=2", "synthesis.batch_size=2"])
+    configs = sorted((ROOT / "configs" / "synthesis").rglob("*.py"))
+    assert {p.stem for p in configs} == {"deepinversion_resnet32x4", "adi_resnet32x4", "bns_resnet32x4",
+                                         "inception_resnet32x4", "gaussian_resnet32x4", "deepinversion_demo_teacher"}
+    for path in configs:
+        cfg = load_config(path)
+        validate(cfg)
+        s = SynthesisSettings.from_config(cfg)
+        assert s.method in SYNTHESIS_METHODS.names() and s.teacher["checkpoint"].startswith("work_dirs/")
+    di = SynthesisSettings.from_config(load_config(ROOT / "configs/synthesis/cifar100/deepinversion_resnet32x4.py"))
+    assert (di.loss["bn"], di.loss["tv_l2"], di.optimizer["lr"], di.phases, di.batch_size, di.jitter) == \
+        (10.0, 2.5e-5, 0.05, [dict(iterations=2000, downsample=1)], 256, 2)
+    for data_free in sorted((ROOT / "configs/cifar100/data_free").rglob("*.py")):
+        validate(load_config(data_free))
+    # two of them for real on their networks (a random teacher under --synthetic), one step, two images
+    for rel in ("cifar100/deepinversion_resnet32x4.py", "cityscapes/deepinversion_demo_teacher.py"):
+        cfg = load_config(ROOT / "configs/synthesis" / rel, ["synthesis.num_images=2", "synthesis.batch_size=2",
+                                                             "data.train.num_samples=2"])
         use_synthetic(cfg)
-        summary = Synthesis(cfg, tmp_path / path.stem, device="cpu", synthetic=True, max_iters=1,
-                            progress=False).run()
-        assert summary["completed"] and summary["num_images"] == 2, path
+        summary = Synthesis(cfg, tmp_path / rel, device="cpu", synthetic=True, max_iters=1, progress=False).run()
+        assert summary["completed"] and summary["num_images"] == 2 and summary["max_iters"] == 1, rel
