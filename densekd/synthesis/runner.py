@@ -181,6 +181,10 @@ class Synthesis:
 
     def _build(self) -> None:
         s = self.settings
+        if dist.launched_by_torchrun():
+            raise ValueError("synthesis runs in one process (every rank would write the same batches); start "
+                             "tools/synthesize.py without torchrun, e.g. one process per GPU with its own --work-dir "
+                             "and synthesis.seed")
         self.device = dist.setup(self.device_name)
         self.teacher, self.teacher_info = self._frozen("teacher")
         self.student, self.student_info = self._frozen("student")
