@@ -179,6 +179,45 @@ def test_bn_loss_falls_as_images_are_optimised(teacher):
     assert not any(m._forward_hooks for m in model.modules() if isinstance(m, nn.BatchNorm2d))  # hooks removed
 
 
+def test_inception_and_bns_objectives_written_out():
+    from densekd.synthesis.methods import BNStatistics, Inception
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.BatchNorm2d(3), nn.Flatten(), nn.Linear(3 * 2 * 2, 5)).eval()
+    with torch.no_grad():
+        net[0].running_mean.copy_(torch.tensor([0.1, -0.2, 0.3]))
+        net[0].running_var.copy_(torch.tensor([0.5, 1.5, 2.0]))
+    x, y = torch.randn(4, 3, 2, 2), torch.tensor([0, 3, 4, 1])
+    inc = Inception(net, logit=2.0, tv_l2=0.1)
+    out = inc.losses(x, y)
+    z = net(x)
+    assert out["logit"].item() == pytest.approx(-2.0 * sum(z[b, y[b]].item() for b in range(4)) / 4, rel=1e-6)
+    assert out["tv_l2"].item() == pytest.approx(0.1 * total_variation(x, "l2").item(), rel=1e-6)
+    bns = BNStatistics(net, bn=3.0)
+    value = bns.losses(x, None)["bn_kl"].item()
+    bns.close()
+    mean, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False)
+    rm, rv, eps = net[0].running_mean, net[0].running_var, net[0].eps
+    hand = sum(0.5 * math.log((rv[c] + eps) / (var[c] + eps)) - 0.5 * (1 - (var[c] + eps + (mean[c] - rm[c]) ** 2) /
+                                                                       (rv[c] + eps)) for c in range(3))
+    assert value == pytest.approx(3.0 * float(hand), rel=1e-5)
+
+
+def test_gaussian_scheme_images_are_the_seeded_noise(teacher, tmp_path):
+    from densekd.data.sampling import mix_seed
+
+    _, ckpt, _, _ = teacher
+    summary = Synthesis(synth_config(tmp_path, ckpt, method="gaussian", loss="dict()", num_images=6, batch_size=4,
+                                     seed=3), tmp_path / "g", device="cpu", progress=False).run()
+    ds = SynthesizedImages(summary["output"], augment=False)
+    mean, std = ds.mean, ds.std
+    for b, n in ((0, 4), (1, 2)):
+        noise = torch.randn(n, 3, 32, 32, generator=torch.Generator().manual_seed(mix_seed(3, b)))
+        expected = quantize(noise, mean, std)
+        assert all(np.array_equal(ds.load(4 * b + i), expected[i]) for i in range(n))
+    assert summary["batches"][0]["losses"] == {}
+
+
 # -- the file and the dataset -------------------------------------------------------------------------------------
 def test_written_dataset_loads_back_value_by_value(tmp_path):
     rng = np.random.default_rng(0)
