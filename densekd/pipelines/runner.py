@@ -148,7 +148,7 @@ class PipelineRunner:
     def run_synthesis_stage(self, stage: Stage) -> StageResult:
         """A ``kind='synthesize'`` stage: skipped when finished, else synthesised (continuing a stopped synthesis;
         the images of a ``--max-iters`` smoke run are redone by a run with another budget)."""
-        from densekd.synthesis.runner import OUTPUT, SETTINGS_FILE, Synthesis, read_json
+        from densekd.synthesis.runner import OUTPUT, SETTINGS_FILE, SettingsChanged, Synthesis, read_json
 
         state = self.state_of(stage)
         if state.status == FINISHED:
@@ -171,6 +171,10 @@ class PipelineRunner:
         try:
             summary = Synthesis(stage.cfg, stage.work_dir, device=self.device, synthetic=self.synthetic,
                                 max_iters=self.max_iters, overwrite=redo, output=stage.work_dir / OUTPUT).run()
+        except SettingsChanged as exc:
+            raise PipelineError(f"stage {stage.name!r}: {stage.work_dir} holds a synthesis with other settings (differs "
+                                f"in {', '.join(exc.changed[:6])}); delete {stage.work_dir} to synthesise anew, or "
+                                f"restore the settings to continue it") from None
         except USER_ERRORS as exc:
             raise PipelineError(f"stage {stage.name!r} ({stage.config}): {exc}") from None
         status = "synthesized" if summary.get("completed") else "stopped"

@@ -102,6 +102,14 @@ def lr_at(schedule: dict, base_lr: float, it: int, total: int) -> float:
     return 0.5 * (1 + math.cos(math.pi * (it - w) / span)) * base_lr
 
 
+class SettingsChanged(ConfigError):
+    """The work dir holds a synthesis with other settings (``changed``: the differing keys)."""
+
+    def __init__(self, message: str, changed: list[str]):
+        super().__init__(message)
+        self.changed = changed
+
+
 class StopRequested(Exception):
     def __init__(self, signum: int):
         super().__init__(signum)
@@ -232,9 +240,9 @@ class Synthesis:
             a, b = flatten(stored.get("settings") or {}), flatten(self.fp_dict)
             changed = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
             shown = ", ".join(f"{k} ({a.get(k)!r} -> {b.get(k)!r})" for k in changed[:6])
-            raise ConfigError(f"work dir {self.work_dir} holds a synthesis with other settings (differs in {shown or '?'}"
-                              f"); continue it with the same settings, start elsewhere with --work-dir DIR, or replace "
-                              f"it with --overwrite")
+            raise SettingsChanged(f"work dir {self.work_dir} holds a synthesis with other settings (differs in "
+                                  f"{shown or '?'}); continue it with the same settings, start elsewhere with --work-dir "
+                                  f"DIR, or replace it with --overwrite", changed)
         if stored is None and self.overwrite:
             self._clear()
 
