@@ -537,6 +537,11 @@ stages = [
     assert "| synth |" in table and "| synthesized | teacher_top1 |" in table and "| 2/2 |" in table
     again = PipelineRunner(load_pipeline(pipe_path, work_dir=str(work)), device="cpu", log=lines.append).run()
     assert [r.status for r in again] == ["skipped"] * 3
+    assert not any("WARNING" in line for line in lines)
+    synth.write_text(synth.read_text().replace("iterations=3", "iterations=4"))
+    again = PipelineRunner(load_pipeline(pipe_path, work_dir=str(work)), device="cpu", log=lines.append).run()
+    assert [r.status for r in again] == ["skipped"] * 3
+    assert any("stage 'synth' finished with different settings (differs in phases)" in line for line in lines)
     for bad, match in (("'{synth.best}'", "synthesize stage, which writes no checkpoints; its images are "
                                           r"\{synth.data\}"),
                        ("'{teacher.data}'", "only synthesize stages")):

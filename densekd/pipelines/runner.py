@@ -152,6 +152,15 @@ class PipelineRunner:
 
         state = self.state_of(stage)
         if state.status == FINISHED:
+            from densekd.synthesis.settings import SynthesisSettings
+
+            stored = (read_json(stage.work_dir / SETTINGS_FILE) or {}).get("settings") or {}
+            current = SynthesisSettings.from_config(stage.cfg).capped(state.summary.get("max_iters")).fingerprint_dict()
+            changed = sorted(k for k in current if stored.get(k) != current[k])
+            if changed:
+                self.log(f"WARNING stage {stage.name!r} finished with different settings (differs in "
+                         f"{', '.join(changed[:6])}); keeping its images. Delete {stage.work_dir} to synthesise them "
+                         f"again")
             stale = self.stale_inputs(stage)
             if stale:
                 self.log(f"WARNING stage {stage.name!r} finished before its input {', '.join(stale)} was last "
