@@ -557,7 +557,7 @@ def test_shipped_data_free_configs_validate_and_synthesise(tmp_path):
     from densekd.synthesis.settings import SynthesisSettings
 
     for name in ("cifar100_deepinversion_resnet32x4_resnet8x4", "cifar100_knowledge_within_resnet32x4_resnet8x4",
-                 "cityscapes_demo_deepinversion"):
+                 "cityscapes_demo_deepinversion", "cifar100_standin_data_free"):
         pipe = load_pipeline(ROOT / "configs" / "pipelines" / f"{name}.py", work_dir=str(tmp_path / name),
                              synthetic=True)
         kinds = [s.kind for s in pipe.stages]

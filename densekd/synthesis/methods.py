@@ -219,6 +219,9 @@ class Gaussian(SynthesisMethod):
     distillation config: Gaussian inputs would otherwise overwrite the running statistics the student needs on
     real images). Stored as uint8 like the other methods, i.e. clipped to the valid pixel range (at CIFAR's
     normalisation about 6% of the values fall outside it) -- a departure from fresh unclipped noise per step.
+
+    Shapes: images ``B x 3 x H x W`` drawn from the batch's seeded generator (``synthesis.seed``, batch index); any
+    teacher (it only labels the stored images, ``teacher_pred``). No parameters, no loss terms.
     """
 
     optimises = False
