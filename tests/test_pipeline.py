@@ -219,7 +219,7 @@ stages = [dict(name='a', config='{teacher}', cfg_options=['train.epochs=1', 'wor
     "unknown stage": (dict(refs="{'teacher.checkpoint': '{teachr.best}'}"),
                       r"\{teachr\.best\} names no stage.*Did you mean 'teacher'.*Stages before 'student': teacher"),
     "unknown field": (dict(refs="{'teacher.checkpoint': '{teacher.bset}'}"),
-                      r"unknown field 'bset'.*\{STAGE\.best\}, \{STAGE\.last\} or \{STAGE\.work_dir\}"),
+                      r"unknown field 'bset'.*\{STAGE\.best\}, \{STAGE\.last\}, \{STAGE\.work_dir\} or \{STAGE\.data\}"),
     "duplicate name": (dict(text="stages = [dict(name='t', config='{teacher}'), dict(name='t', config='{teacher}')]\n"),
                        r"duplicate stage name 't'"),
     "unknown stage key": (dict(text="stages = [dict(name='t', config='{teacher}', cfg_option=['seed=1'])]\n"),

@@ -8,7 +8,9 @@
 Stages run in order in this process; each trains in <work dir>/<stage name>/. A finished stage is
 skipped, an interrupted one (checkpoints/last.pth, no finished summary.json) resumes, so rerunning the
 same command continues where it stopped. --max-iters, --cfg-options, --seed, --synthetic and --data-root
-apply to every stage. The table of all stages goes to <work dir>/pipeline.md and pipeline.json.
+apply to every stage. The table of all stages goes to <work dir>/pipeline.md and pipeline.json. Stages of
+kind='probe' linearly probe a checkpoint; stages of kind='synthesize' synthesise a dataset from a teacher
+(tools/synthesize.py's work), read by later stages as '{NAME.data}'.
 """
 from __future__ import annotations
 

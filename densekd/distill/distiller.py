@@ -4,7 +4,10 @@
 parameters are the student's plus every term's learnable parts (connectors,
 embeddings, critics); teachers are held outside the module tree, frozen and
 in eval mode. ``forward(batch)`` returns the student output and a dict of
-weighted losses: the task's terms and one entry per distillation term.
+weighted losses: the task's terms and one entry per distillation term. With
+``task_weight=0`` the task loss is not computed at all, so a training set
+without labels (synthesised images, :mod:`densekd.data.synthesized`) can be
+distilled under a labelled task whose validation set has labels.
 
 A term is configured as::
 
@@ -308,7 +311,8 @@ class Distiller(nn.Module):
     def forward(self, batch: dict) -> tuple[Any, dict[str, torch.Tensor]]:
         self.s_taps.clear()
         output = self.student(batch_input(batch, self.student_input, "the student"))
-        losses = {k: self.task_weight * v for k, v in self.task.loss(output, batch).items()}
+        # task_weight 0: the task loss is not computed, so unlabelled training data (synthesised images) works
+        losses = {k: self.task_weight * v for k, v in self.task.loss(output, batch).items()} if self.task_weight else {}
         active = [t for t in self.terms if not t.init_only]
         if not active:
             return output, losses

@@ -175,7 +175,7 @@ def load_from_spec(value) -> dict:
 def build_student(cfg: Config, info=None, warn=None) -> nn.Module:
     """The config's ``model``, initialised from ``load_from`` when the config sets it -- e.g. a pipeline stage
     starting from an earlier stage's best.pth -- with the submodules listed in ``freeze`` frozen
-    (:func:`freeze_modules`).
+    (:func:`freeze_modules`) and, with ``freeze_bn_stats``, every BatchNorm's statistics fixed (:func:`freeze_bn_stats`).
 
     ``load_from`` is a path (a densekd checkpoint's model weights or a plain state dict, every weight must fit)
     or ``dict(path=..., exclude=['fc'], strict=True)``: the parameters matching ``exclude`` (module paths or
@@ -198,7 +198,23 @@ def build_student(cfg: Config, info=None, warn=None) -> nn.Module:
             say("load_from: " + report.line(path))
     if cfg.get("freeze"):
         freeze_modules(model, cfg["freeze"])
+    if cfg.get("freeze_bn_stats"):
+        freeze_bn_stats(model)
     return model
+
+
+def freeze_bn_stats(model: nn.Module) -> list[nn.Module]:
+    """Keep every BatchNorm of ``model`` in eval mode, whatever mode the model is in: it normalises with its
+    running statistics, which no longer change; its affine weight and bias still train (``freeze`` fixes those
+    too). The config key ``freeze_bn_stats=True`` (e.g. distilling on Gaussian noise, whose statistics would
+    overwrite those of the real images the student is evaluated on -- The Knowledge Within's Gaussian scheme;
+    meaningful for a student that starts from trained weights, ``load_from``)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        raise ConfigError(f"freeze_bn_stats=True, but {type(model).__name__} has no BatchNorm layer")
+    for m in norms:
+        m.register_forward_pre_hook(_stay_in_eval)
+    return norms
 
 
 def _stay_in_eval(module: nn.Module, _args) -> None:

@@ -17,7 +17,7 @@ TOP_LEVEL = {
     "task_weight": None, "data": "data", "optimizer": "optimizer", "lr_schedule": "lr_schedule",
     "train": "train", "seed": None, "work_dir": None, "deterministic": None, "description": None,
     "strategy": "STRATEGIES", "student_input": None, "load_from": "load_from", "freeze": None,
-    "probe": "probe",
+    "probe": "probe", "synthesis": "synthesis", "freeze_bn_stats": None,
 }
 MOVED = {  # keys that moved, with where they live now
     "train.init_epochs": "strategy.init_epochs (the distillation strategy's initialisation phase)",
@@ -131,6 +131,11 @@ def validate(cfg: Config) -> None:
                     raise ConfigError(f"{exc} (set in {cfg.source_of(key)})") from None
         elif kind == "probe":
             _check_probe(value, cfg)
+        elif kind == "synthesis":
+            if value is not None:  # the section of tools/synthesize.py; its own module checks it (training ignores it)
+                from densekd.synthesis.settings import check_section
+
+                check_section(value, cfg)
     rules = cfg.get_path("optimizer.param_groups")
     if rules is not None:
         from densekd.engine.optim import check_group_rules

@@ -1,8 +1,9 @@
-"""References to earlier stages inside option values: ``{NAME.best}``, ``{NAME.last}``, ``{NAME.work_dir}``.
+"""References to earlier stages inside option values: ``{NAME.best}``, ``{NAME.last}``, ``{NAME.work_dir}``,
+``{NAME.data}``.
 
 A reference is replaced by a path of stage ``NAME``'s work dir: ``best`` is its
 ``checkpoints/best.pth``, ``last`` its ``checkpoints/last.pth``, ``work_dir`` the
-directory itself. References may sit anywhere in a string (``'{pre.work_dir}/feats.pt'``)
+directory itself, ``data`` the images file of a synthesize stage (``images.h5``). References may sit anywhere in a string (``'{pre.work_dir}/feats.pt'``)
 and anywhere in a nested value (lists, dicts).
 """
 from __future__ import annotations
@@ -11,7 +12,8 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-FIELDS = ("best", "last", "work_dir")
+FIELDS = ("best", "last", "work_dir", "data")
+DATA_FILE = "images.h5"  # what a synthesize stage writes (densekd.synthesis.runner.OUTPUT)
 # {name.field}: the name is a stage name, the field any word (checked against FIELDS with a clear error)
 REF = re.compile(r"\{([A-Za-z0-9_-]+)\.([A-Za-z_]+)\}")
 
@@ -23,6 +25,8 @@ def stage_path(stage_dir: Path, field: str) -> Path:
         return stage_dir / "checkpoints" / "last.pth"
     if field == "work_dir":
         return stage_dir
+    if field == "data":
+        return stage_dir / DATA_FILE
     raise KeyError(field)
 
 

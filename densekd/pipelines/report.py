@@ -18,7 +18,7 @@ class StageResult:
     name: str
     config: str
     work_dir: Path
-    status: str  # trained, resumed, probed, skipped, not selected, pending, failed, interrupted
+    status: str  # trained, resumed, probed, synthesized, stopped, skipped, not selected, pending, failed, interrupted
     summary: dict | None = None
 
     def row(self) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from densekd.engine.workdir import WorkDirError, earlier_run
 from densekd.pipelines import refs
 from densekd.pipelines.report import StageResult, markdown, write_report
 from densekd.pipelines.spec import Pipeline, PipelineError, Stage
-from densekd.pipelines.state import FINISHED, RESUME, budget_done, probe_state, read_summary, stage_state
+from densekd.pipelines.state import (FINISHED, RESUME, budget_done, probe_state, read_summary, stage_state,
+                                     synthesis_row, synthesis_state)
 
 
 def _is_main() -> bool:
@@ -108,7 +109,8 @@ class PipelineRunner:
 
     def stale_inputs(self, stage: Stage) -> list[str]:
         """References of a finished ``stage`` whose files are newer than its ``summary.json``."""
-        done = stage.work_dir / ("probe_summary.json" if stage.kind == "probe" else "summary.json")
+        done = stage.work_dir / {"probe": "probe_summary.json", "synthesize": "synthesis_summary.json"}.get(
+            stage.kind, "summary.json")
         stale = []
         for name, fld, _opt in stage.references(self.pipeline.options_of(stage)):
             path = refs.stage_path(self.pipeline.stage(name).work_dir, fld)
@@ -119,7 +121,8 @@ class PipelineRunner:
     def state_of(self, stage: Stage):
         """Where ``stage`` stands (:func:`~densekd.pipelines.state.stage_state`, or
         :func:`~densekd.pipelines.state.probe_state` for a probe stage)."""
-        return (probe_state if stage.kind == "probe" else stage_state)(stage.work_dir, self.max_iters)
+        states = {"probe": probe_state, "synthesize": synthesis_state}
+        return states.get(stage.kind, stage_state)(stage.work_dir, self.max_iters)
 
     def run_probe_stage(self, stage: Stage) -> StageResult:
         """A ``kind='probe'`` stage: skipped when its ``probe_summary.json`` is there, else probed."""
@@ -142,11 +145,57 @@ class PipelineRunner:
             raise PipelineError(f"stage {stage.name!r} ({stage.config}): {exc}") from None
         return StageResult(stage.name, stage.config, stage.work_dir, "probed", summary)
 
+    def run_synthesis_stage(self, stage: Stage) -> StageResult:
+        """A ``kind='synthesize'`` stage: skipped when finished, else synthesised (continuing a stopped synthesis;
+        the images of a ``--max-iters`` smoke run are redone by a run with another budget)."""
+        from densekd.synthesis.runner import OUTPUT, SETTINGS_FILE, SettingsChanged, Synthesis, read_json
+
+        state = self.state_of(stage)
+        if state.status == FINISHED:
+            from densekd.synthesis.settings import SynthesisSettings
+
+            stored = (read_json(stage.work_dir / SETTINGS_FILE) or {}).get("settings") or {}
+            current = SynthesisSettings.from_config(stage.cfg).capped(state.summary.get("max_iters")).fingerprint_dict()
+            changed = sorted(k for k in current if stored.get(k) != current[k])
+            if changed:
+                self.log(f"WARNING stage {stage.name!r} finished with different settings (differs in "
+                         f"{', '.join(changed[:6])}); keeping its images. Delete {stage.work_dir} to synthesise them "
+                         f"again")
+            stale = self.stale_inputs(stage)
+            if stale:
+                self.log(f"WARNING stage {stage.name!r} finished before its input {', '.join(stale)} was last "
+                         f"written; keeping its images. Delete {stage.work_dir} to synthesise them again")
+            self.log(f"stage {stage.name!r}: already finished ({state.reason}); skipping")
+            return StageResult(stage.name, stage.config, stage.work_dir, "skipped", state.summary)
+        self.check_inputs(stage)
+        earlier = read_json(stage.work_dir / SETTINGS_FILE)
+        redo = earlier is not None and earlier.get("max_iters") is not None and earlier.get("max_iters") != self.max_iters
+        if redo:
+            self.log(f"stage {stage.name!r}: its images are a smoke run's (--max-iters {earlier.get('max_iters')}); "
+                     f"synthesising them again")
+        elif earlier is not None:
+            self.log(f"stage {stage.name!r}: continuing the synthesis in {stage.work_dir}")
+        else:
+            self.log(f"stage {stage.name!r}: synthesising {stage.config} in {stage.work_dir}")
+        try:
+            summary = Synthesis(stage.cfg, stage.work_dir, device=self.device, synthetic=self.synthetic,
+                                max_iters=self.max_iters, overwrite=redo, output=stage.work_dir / OUTPUT).run()
+        except SettingsChanged as exc:
+            raise PipelineError(f"stage {stage.name!r}: {stage.work_dir} holds a synthesis with other settings (differs "
+                                f"in {', '.join(exc.changed[:6])}); delete {stage.work_dir} to synthesise anew, or "
+                                f"restore the settings to continue it") from None
+        except USER_ERRORS as exc:
+            raise PipelineError(f"stage {stage.name!r} ({stage.config}): {exc}") from None
+        status = "synthesized" if summary.get("completed") else "stopped"
+        return StageResult(stage.name, stage.config, stage.work_dir, status, synthesis_row(summary))
+
     def run_stage(self, stage: Stage) -> StageResult:
         from densekd.engine.trainer import Trainer
 
         if stage.kind == "probe":
             return self.run_probe_stage(stage)
+        if stage.kind == "synthesize":
+            return self.run_synthesis_stage(stage)
         state = stage_state(stage.work_dir, self.max_iters)
         if state.status == FINISHED:
             changed = config_changes(stage.work_dir, stage.cfg)

@@ -26,7 +26,18 @@ linearly probes ``checkpoint`` (usually a reference such as ``'{distil.best}'``)
 writes ``probe_summary.json`` instead of training::
 
     dict(name='probe', kind='probe', config='configs/cifar100/students/resnet8x4.py', checkpoint='{crd.best}',
-         cfg_options={'probe.layer': 'feats[-1]'}), A relative ``config`` is looked up from the current directory, the pipeline file's
+         cfg_options={'probe.layer': 'feats[-1]'}),
+
+``kind='synthesize'`` runs the config's ``synthesis`` section (:mod:`densekd.synthesis`: a dataset synthesised from
+a frozen teacher, DeepInversion / BNS / Inception / Gaussian) instead of training; its images file is
+``{NAME.data}`` (``<stage work dir>/images.h5``), which a later stage reads as ``data.train.path``::
+
+    dict(name='synth', kind='synthesize', config='configs/cifar100/data_free/synthesis/deepinversion_resnet32x4.py',
+         cfg_options={'synthesis.teacher.checkpoint': '{teacher.best}'}),
+    dict(name='student', config='configs/cifar100/data_free/resnet32x4-resnet8x4/kd.py',
+         cfg_options={'teacher.checkpoint': '{teacher.best}', 'data.train.path': '{synth.data}'}),
+
+A relative ``config`` is looked up from the current directory, the pipeline file's
 directory, then the project root (the folder holding the pipeline file's ``configs/``).
 
 ``cfg_options`` is a list of ``'key=value'`` strings (as ``--cfg-options`` takes them) or a dict
@@ -50,7 +61,7 @@ from densekd.registry import did_you_mean
 
 PIPELINE_KEYS = {"stages", "cfg_options", "work_dir", "description"}
 STAGE_KEYS = {"name", "config", "cfg_options", "description", "kind", "checkpoint"}
-STAGE_KINDS = ("train", "probe")
+STAGE_KINDS = ("train", "probe", "synthesize")
 STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 
 
@@ -83,7 +94,7 @@ class Stage:
     options: list[Option] = field(default_factory=list)
     description: str = ""
     cfg: Config | None = None  # resolved and validated at start-up
-    kind: str = "train"  # 'train' or 'probe'
+    kind: str = "train"  # 'train', 'probe' or 'synthesize'
     checkpoint: Option | None = None  # a probe stage's checkpoint (as written, references unresolved)
     checkpoint_path: str | None = None  # ... resolved
 
@@ -278,6 +289,8 @@ def load_pipeline(path: str | Path, *, cli_options: list[str] | tuple[str, ...] 
             stage.checkpoint_path = refs.substitute(stage.checkpoint.value,
                                                     lambda n, f: resolve_reference(pipeline, n, f))
             check_probe_stage(stage)
+        if stage.kind == "synthesize":
+            check_synthesis_stage(stage)
     return pipeline
 
 
@@ -302,6 +315,16 @@ def stage_list(stages: Any, path: Path) -> list:
         raise PipelineError(f"{path} needs `stages = [dict(name=..., config=...), ...]` (a non-empty list, or a dict "
                             f"{{name: dict(config=...)}} in order); got {stages!r}")
     return list(stages)
+
+
+def check_synthesis_stage(stage: Stage) -> None:
+    """A synthesize stage's config has a valid ``synthesis`` section."""
+    from densekd.synthesis.settings import SynthesisSettings
+
+    try:
+        SynthesisSettings.from_config(stage.cfg)
+    except ConfigError as exc:
+        raise PipelineError(f"stage {stage.name!r} ({stage.config}): {exc}") from None
 
 
 def check_probe_stage(stage: Stage) -> None:
@@ -331,10 +354,15 @@ def check_probe_stage(stage: Stage) -> None:
 def check_teacher_models(pipeline: Pipeline, stage: Stage) -> None:
     """A teacher whose checkpoint is an earlier stage's has that stage's model type."""
     made_by = {resolve_reference(pipeline, s.name, fld): (s, fld) for s in pipeline.stages[:stage.index]
-               for fld in ("best", "last")}
-    teachers = stage.cfg.get("teachers") or ([stage.cfg["teacher"]] if stage.cfg.get("teacher") else [])
-    for i, t in enumerate(teachers):
-        key = "teachers.%d" % i if stage.cfg.get("teachers") else "teacher"
+               for fld in ("best", "last") if s.kind == "train" and s.cfg.get("model")}
+    teachers = list(stage.cfg.get("teachers") or ([stage.cfg["teacher"]] if stage.cfg.get("teacher") else []))
+    keys = ["teachers.%d" % i if stage.cfg.get("teachers") else "teacher" for i in range(len(teachers))]
+    for net in ("teacher", "student"):  # a synthesis section's networks
+        spec = (stage.cfg.get("synthesis") or {}).get(net)
+        if isinstance(spec, dict) and isinstance(spec.get("model"), dict):
+            teachers.append(spec)
+            keys.append(f"synthesis.{net}")
+    for key, t in zip(keys, teachers):
         ckpt = t.get("checkpoint")
         if not isinstance(ckpt, str) or ckpt not in made_by:
             continue
@@ -358,13 +386,19 @@ def check_references(pipeline: Pipeline, stage: Stage) -> None:
                                 f"reference a stage; put it in the cfg_options of the stage that reads it")
         if fld not in refs.FIELDS:
             raise PipelineError(f"{opt.source}: {ref}: unknown field {fld!r}.{did_you_mean(fld, refs.FIELDS)} "
-                                f"A reference is {{STAGE.best}}, {{STAGE.last}} or {{STAGE.work_dir}}")
+                                f"A reference is {{STAGE.best}}, {{STAGE.last}}, {{STAGE.work_dir}} or {{STAGE.data}}")
         if name in earlier:
             source = pipeline.stage(name)
             if source.kind == "probe" and fld != "work_dir":
                 raise PipelineError(f"{opt.source}: {ref}: stage {name!r} is a probe stage, which writes no "
                                     f"checkpoints (its results are {{{name}.work_dir}}/probe_summary.json); read the "
                                     f"checkpoint of the stage it probes instead")
+            if source.kind == "synthesize" and fld in ("best", "last"):
+                raise PipelineError(f"{opt.source}: {ref}: stage {name!r} is a synthesize stage, which writes no "
+                                    f"checkpoints; its images are {{{name}.data}}")
+            if fld == "data" and source.kind != "synthesize":
+                raise PipelineError(f"{opt.source}: {ref}: only synthesize stages (kind='synthesize') write a data "
+                                    f"file; stage {name!r} is a {source.kind} stage")
             continue
         if name == stage.name:
             raise PipelineError(f"{opt.source}: {ref} references stage {name!r} itself; a stage can only read "

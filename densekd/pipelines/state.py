@@ -71,3 +71,33 @@ def probe_state(stage_dir: Path, max_iters: int | None = None) -> StageState:
             why = "probe_summary.json says completed" + (f" (fits capped at {cap} steps)" if cap is not None else "")
             return StageState(FINISHED, summary, why)
     return StageState(FRESH, None, "no finished probe_summary.json yet")
+
+
+def synthesis_row(summary: dict | None) -> dict | None:
+    """A synthesis summary in the shape of a training summary for the stage table: metric ``teacher_top1`` (the
+    teacher's top-1 agreement with the target classes on the stored images, when there are targets), iterations
+    = batches done / batches."""
+    if summary is None:
+        return None
+    top1 = summary.get("teacher_top1")
+    metrics = {} if top1 is None else {"teacher_top1": top1}
+    return dict(summary, primary_metric="teacher_top1" if metrics else None, final=metrics, best=metrics,
+                iters=summary.get("batches_done"), total_iters=summary.get("num_batches"))
+
+
+def synthesis_state(stage_dir: Path, max_iters: int | None = None) -> StageState:
+    """A synthesize stage (``kind='synthesize'``) is finished when its ``synthesis_summary.json`` says completed
+    and its images file is there, from a run without a step cap or with one of at least ``max_iters``; with
+    ``synthesis.json`` (settings written at its start) it continues where it stopped; otherwise it starts afresh."""
+    from densekd.synthesis.runner import SETTINGS_FILE, read_summary as read_synthesis_summary
+
+    summary = read_synthesis_summary(stage_dir)
+    if summary is not None and summary.get("completed") and Path(summary.get("output") or "").is_file():
+        cap = summary.get("max_iters")
+        if cap is None or (max_iters is not None and cap >= max_iters):
+            why = "synthesis_summary.json says completed" + (f" (steps capped at {cap})" if cap is not None else "")
+            return StageState(FINISHED, synthesis_row(summary), why)
+    if (Path(stage_dir) / SETTINGS_FILE).is_file():
+        return StageState(RESUME, synthesis_row(summary), f"{Path(stage_dir) / SETTINGS_FILE} without a finished "
+                                                          f"synthesis")
+    return StageState(FRESH, None, "no synthesis yet")
