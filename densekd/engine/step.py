@@ -211,6 +211,19 @@ class Step:
             self.guard.skipped_step(stream, msg)
         return False
 
+    def forward_backward(self, batch: dict, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor] | None:
+        """The common body of a step: the wrapped model's losses on ``batch`` under autocast, the finiteness check
+        and the backward of their sum, inside the accumulation context. ``None`` (with ``optimizer``'s gradients
+        cleared) when a loss is not finite; the caller then skips its optimiser step."""
+        with self.accumulating():
+            with self.autocast():
+                _, losses = self.model(batch)
+            if not self.check_finite(losses, f"iteration {self.iter + 1}"):
+                optimizer.zero_grad(set_to_none=True)
+                return None
+            self.backward(sum(losses.values()))
+        return losses
+
     def backward(self, total: torch.Tensor) -> None:
         """``scaler.scale(total / accumulate).backward()``."""
         self.scaler.scale(total / self.accumulate).backward()

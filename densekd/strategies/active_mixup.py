@@ -369,13 +369,9 @@ class ActiveMixupStrategy(Strategy):
         schedule = LRSchedule(max(end - start, 1), 1, **self._lr_kwargs(max(end - start, 1)))
         set_lr(self.optimizer, self.base_lrs, schedule.factor(step.iter - start))
         data = self._batch(r, step.iter - start, self.batch_size)  # the trainer's `batch` only counts iterations
-        with step.accumulating():
-            with step.autocast():
-                _, losses = step.model(data)
-            if not step.check_finite(losses, f"iteration {step.iter + 1}"):
-                self.optimizer.zero_grad(set_to_none=True)
-                return None
-            step.backward(sum(losses.values()))
+        losses = step.forward_backward(data, self.optimizer)
+        if losses is None:
+            return None
         if step.step_now:
             step.optimizer_step(self.optimizer)
         return losses

@@ -331,13 +331,9 @@ class BSSStrategy(Strategy):
 
         self.module.weights = self.weights_at(step.epoch)
         self.module.generator = torch.Generator().manual_seed(mix_seed(self.seed, step.iter, dist.rank()))
-        with step.accumulating():
-            with step.autocast():
-                _, losses = step.model(batch)
-            if not step.check_finite(losses, f"iteration {step.iter + 1}"):
-                self.optimizer.zero_grad(set_to_none=True)
-                return None
-            step.backward(sum(losses.values()))
+        losses = step.forward_backward(batch, self.optimizer)
+        if losses is None:
+            return None
         self.counts["bss_samples"] += self.module.stats["bss"]
         self.counts["bss_flipped"] += self.module.stats["flipped"]
         if step.step_now:

@@ -96,13 +96,9 @@ class DistillationStrategy(Strategy):
         if step.phase == "init":
             return self._init_step(batch, step)
         self.distiller.epoch = step.epoch
-        with step.accumulating():
-            with step.autocast():
-                _, losses = step.model(batch)
-            if not step.check_finite(losses, f"iteration {step.iter + 1}"):
-                self.optimizer.zero_grad(set_to_none=True)
-                return None
-            step.backward(sum(losses.values()))
+        losses = step.forward_backward(batch, self.optimizer)
+        if losses is None:
+            return None
         if step.step_now and not step.optimizer_step(self.optimizer):
             return losses  # non-finite gradients, skipped (train.skip_nonfinite): the critics skip this step too
         self.critics.step(step)
