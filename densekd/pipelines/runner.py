@@ -124,18 +124,28 @@ class PipelineRunner:
         states = {"probe": probe_state, "synthesize": synthesis_state}
         return states.get(stage.kind, stage_state)(stage.work_dir, self.max_iters)
 
+    def skip_finished(self, stage: Stage, state, kept: str, stale_fix: str, changed: list[str] = (),
+                      changed_what: str = "", changed_fix: str = "") -> StageResult:
+        """A finished stage is kept, whatever kind: a warning when its recorded settings differ (``changed``) or
+        an input it read was rewritten after it, then the skip."""
+        if changed:
+            self.log(f"WARNING stage {stage.name!r} finished with {changed_what} (differs in "
+                     f"{', '.join(changed[:6])}{', ...' if len(changed) > 6 else ''}); keeping its {kept}. "
+                     f"Delete {stage.work_dir} to {changed_fix}")
+        stale = self.stale_inputs(stage)
+        if stale:
+            self.log(f"WARNING stage {stage.name!r} finished before its input {', '.join(stale)} was last "
+                     f"written; keeping its {kept}. Delete {stage.work_dir} to {stale_fix}")
+        self.log(f"stage {stage.name!r}: already finished ({state.reason}); skipping")
+        return StageResult(stage.name, stage.config, stage.work_dir, "skipped", state.summary)
+
     def run_probe_stage(self, stage: Stage) -> StageResult:
         """A ``kind='probe'`` stage: skipped when its ``probe_summary.json`` is there, else probed."""
         from densekd.probe import run_probe
 
         state = self.state_of(stage)
         if state.status == FINISHED:
-            stale = self.stale_inputs(stage)
-            if stale:
-                self.log(f"WARNING stage {stage.name!r} finished before its input {', '.join(stale)} was last "
-                         f"written; keeping its results. Delete {stage.work_dir} to probe the new one")
-            self.log(f"stage {stage.name!r}: already finished ({state.reason}); skipping")
-            return StageResult(stage.name, stage.config, stage.work_dir, "skipped", state.summary)
+            return self.skip_finished(stage, state, kept="results", stale_fix="probe the new one")
         self.check_inputs(stage)
         self.log(f"stage {stage.name!r}: probing {stage.checkpoint_path} with {stage.config} in {stage.work_dir}")
         try:
@@ -157,16 +167,9 @@ class PipelineRunner:
             stored = (read_json(stage.work_dir / SETTINGS_FILE) or {}).get("settings") or {}
             current = SynthesisSettings.from_config(stage.cfg).capped(state.summary.get("max_iters")).fingerprint_dict()
             changed = sorted(k for k in current if stored.get(k) != current[k])
-            if changed:
-                self.log(f"WARNING stage {stage.name!r} finished with different settings (differs in "
-                         f"{', '.join(changed[:6])}); keeping its images. Delete {stage.work_dir} to synthesise them "
-                         f"again")
-            stale = self.stale_inputs(stage)
-            if stale:
-                self.log(f"WARNING stage {stage.name!r} finished before its input {', '.join(stale)} was last "
-                         f"written; keeping its images. Delete {stage.work_dir} to synthesise them again")
-            self.log(f"stage {stage.name!r}: already finished ({state.reason}); skipping")
-            return StageResult(stage.name, stage.config, stage.work_dir, "skipped", state.summary)
+            return self.skip_finished(stage, state, kept="images", stale_fix="synthesise them again",
+                                      changed=changed, changed_what="different settings",
+                                      changed_fix="synthesise them again")
         self.check_inputs(stage)
         earlier = read_json(stage.work_dir / SETTINGS_FILE)
         redo = earlier is not None and earlier.get("max_iters") is not None and earlier.get("max_iters") != self.max_iters
@@ -198,17 +201,9 @@ class PipelineRunner:
             return self.run_synthesis_stage(stage)
         state = stage_state(stage.work_dir, self.max_iters)
         if state.status == FINISHED:
-            changed = config_changes(stage.work_dir, stage.cfg)
-            if changed:
-                self.log(f"WARNING stage {stage.name!r} finished with a different config (differs in "
-                         f"{', '.join(changed[:6])}{', ...' if len(changed) > 6 else ''}); keeping its results. "
-                         f"Delete {stage.work_dir} to train it again")
-            stale = self.stale_inputs(stage)
-            if stale:
-                self.log(f"WARNING stage {stage.name!r} finished before its input {', '.join(stale)} was last "
-                         f"written; keeping its results. Delete {stage.work_dir} to train it on the new one")
-            self.log(f"stage {stage.name!r}: already finished ({state.reason}); skipping")
-            return StageResult(stage.name, stage.config, stage.work_dir, "skipped", state.summary)
+            return self.skip_finished(stage, state, kept="results", stale_fix="train it on the new one",
+                                      changed=config_changes(stage.work_dir, stage.cfg),
+                                      changed_what="a different config", changed_fix="train it again")
         self.check_inputs(stage)
         resume = state.status == RESUME
         if resume:  # the trainer refuses a changed config (naming the keys) and warns for keys safe to change
