@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -55,37 +56,44 @@ def write_images(path: str | os.PathLike, images: np.ndarray, targets: np.ndarra
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
         raise ValueError(f"images must be N x H x W x 3 uint8; got {images.shape} {images.dtype}")
     path = Path(path)
+    with _atomic_h5(path) as f:
+        f.create_dataset("images", data=images, chunks=(min(len(images), 64) or 1,) + images.shape[1:])
+        for key, value in (("targets", targets), ("teacher_pred", teacher_pred)):
+            if value is not None:
+                value = np.asarray(value, dtype=np.int64)
+                if value.shape != (len(images),):
+                    raise ValueError(f"{key} must have one entry per image ({len(images)}); got {value.shape}")
+                f.create_dataset(key, data=value)
+        _write_attrs(f, attrs)
+    return path
+
+
+def _write_attrs(f, attrs: dict | None) -> None:
+    f.attrs["format"] = FORMAT
+    for k, v in (attrs or {}).items():
+        f.attrs[k] = _attr_value(v)
+
+
+@contextmanager
+def _atomic_h5(path: Path):
+    """An HDF5 file opened for writing under a temporary name beside ``path``; on success it is fsynced, given
+    the usual permissions (mkstemp's are 0600) and renamed to ``path``; on any error it is removed."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
         with _h5py().File(tmp, "w") as f:
-            f.create_dataset("images", data=images, chunks=(min(len(images), 64) or 1,) + images.shape[1:])
-            for key, value in (("targets", targets), ("teacher_pred", teacher_pred)):
-                if value is not None:
-                    value = np.asarray(value, dtype=np.int64)
-                    if value.shape != (len(images),):
-                        raise ValueError(f"{key} must have one entry per image ({len(images)}); got {value.shape}")
-                    f.create_dataset(key, data=value)
-            f.attrs["format"] = FORMAT
-            for k, v in (attrs or {}).items():
-                f.attrs[k] = _attr_value(v)
-        _publish(tmp, path)
+            yield f
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    return path
-
-
-def _publish(tmp: str, path: Path) -> None:
-    """fsync ``tmp``, give it the usual permissions (mkstemp's are 0600) and rename it to ``path``."""
-    with open(tmp, "rb+") as fh:
-        os.fsync(fh.fileno())
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
 
 
 def read_attrs(path: str | os.PathLike) -> dict:
@@ -110,29 +118,17 @@ def join_batch_files(files: Sequence[str | os.PathLike], path: str | os.PathLike
             counts.append(len(f["images"]))
     total = sum(counts)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as out:
-            images = out.create_dataset("images", shape=(total,) + shape, dtype=np.uint8,
-                                        chunks=(min(total, 64),) + shape)
-            labels = {k: out.create_dataset(k, shape=(total,), dtype=np.int64) for k in keys}
-            start = 0
-            for p, n in zip(files, counts):
-                with h5py.File(p, "r") as f:
-                    images[start:start + n] = f["images"][:]
-                    for k in keys:
-                        labels[k][start:start + n] = f[k][:]
-                start += n
-            out.attrs["format"] = FORMAT
-            for k, v in (attrs or {}).items():
-                out.attrs[k] = _attr_value(v)
-        _publish(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with _atomic_h5(path) as out:
+        images = out.create_dataset("images", shape=(total,) + shape, dtype=np.uint8, chunks=(min(total, 64),) + shape)
+        labels = {k: out.create_dataset(k, shape=(total,), dtype=np.int64) for k in keys}
+        start = 0
+        for p, n in zip(files, counts):
+            with h5py.File(p, "r") as f:
+                images[start:start + n] = f["images"][:]
+                for k in keys:
+                    labels[k][start:start + n] = f[k][:]
+            start += n
+        _write_attrs(out, attrs)
     return path
 
 
