@@ -47,15 +47,12 @@ def scaled_intrinsics(K: tuple, size: tuple[int, int], base_size: tuple[int, int
 
 
 def _box(a: np.ndarray, k: int) -> np.ndarray:
-    """Mean over a k x k window (edge-replicated), per channel of an H x W x C array."""
+    """Mean over a centred k x k window (edge-replicated), per channel of an H x W x C array."""
     if k <= 1:
         return a
-    pad = k // 2
-    p = np.pad(a, ((pad, k - 1 - pad), (pad, k - 1 - pad), (0, 0)), mode="edge")
-    c = np.cumsum(np.cumsum(p, axis=0), axis=1)
-    c = np.pad(c, ((1, 0), (1, 0), (0, 0)))
-    h, w = a.shape[:2]
-    return (c[k:k + h, k:k + w] - c[:h, k:k + w] - c[k:k + h, :w] + c[:h, :w]) / (k * k)
+    import cv2
+
+    return cv2.blur(a, (k, k), borderType=cv2.BORDER_REPLICATE)
 
 
 def point_cloud(depth: np.ndarray, K: tuple) -> np.ndarray:
