@@ -207,3 +207,86 @@ def test_table4_probe_only_configs_on_a_checkpoint_written_by_the_trainer(tmp_pa
     text, _ = seed_table(TABLES["crd_table4"], root)
     s, t = (summaries[d]["final"]["linear_probe_top1"] for d in ("stl10", "tinyimagenet"))
     assert f"| Student (WRN-16-2) | {s:.2f} | {t:.2f} | 1 | 69.7 | 33.7 |" in text
+
+
+# ------------------------------------------------------------------------------ real formats via --data-root
+def write_official_trees(root):
+    """CIFAR-100 pickles, ``stl10_binary`` and ``tiny-imagenet-200`` in their official layouts under ``root``."""
+    import numpy as np
+
+    from densekd.data.cifar import write_cifar100_pickles
+    from densekd.data.synthetic_stl10 import SyntheticSTL10
+    from densekd.data.synthetic_tinyimagenet import SyntheticTinyImageNet
+
+    rng = np.random.default_rng(0)
+    write_cifar100_pickles(root / "cifar100", {s: rng.integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+                                               for s in ("train", "test")},
+                           {s: list(range(8)) for s in ("train", "test")})
+    SyntheticSTL10.write_tree(root / "stl10", num_samples={"train": 20, "test": 10, "unlabeled": 2})
+    SyntheticTinyImageNet.write_tree(root / "tinyimagenet", num_samples={"train": 200, "val": 20})
+    return {"CIFAR100": root / "cifar100", "STL10": root / "stl10", "TinyImageNet": root / "tinyimagenet"}
+
+
+def test_table4_row_runs_on_files_in_the_official_formats_with_one_root_per_dataset(tmp_path):
+    """tools/pipeline.py on a CRD Table 4 row with --data-root CIFAR100=.. STL10=.. TinyImageNet=..: every stage
+    reads its own dataset's files (the probes' split sizes are those written), end to end."""
+    import tools.pipeline
+
+    roots = write_official_trees(tmp_path / "data")
+    work = tmp_path / "crd_table4" / "kd" / "seed0"
+    args = [str(ROOT / "configs/pipelines/crd_table4/kd.py"), "--work-dir", str(work), "--max-iters", "1",
+            "--device", "cpu", "--data-root", *[f"{k}={v}" for k, v in roots.items()], "--cfg-options", *SHRINK]
+    pipe = load_pipeline(args[0], data_root=args[8:11], cli_options=SHRINK, work_dir=str(work))
+    for stage in pipe.stages:
+        for split in ("train", "val"):
+            d = stage.cfg["data"][split]
+            d = d.get("dataset", d)
+            assert d["root"] == str(roots[d["type"]])
+    results = tools.pipeline.main(args)
+    assert [r.status for r in results] == ["trained", "trained", "probed", "probed"]
+    sizes = {ds: json.loads((work / f"probe_{ds}/probe_summary.json").read_text())["split_sizes"]
+             for ds in ("stl10", "tinyimagenet")}
+    assert [(s["train"], s["val"]) for s in sizes.values()] == [(20, 10), (200, 20)]  # the files written above
+    teacher = load_config(work / "teacher/config.py")
+    assert teacher["data"]["train"]["root"] == str(roots["CIFAR100"])
+
+
+def test_one_data_root_for_stages_that_read_several_datasets_is_refused_with_the_fix(tmp_path):
+    from densekd.pipelines import PipelineError
+
+    with pytest.raises(PipelineError, match=r"from 3 folders .*CIFAR100 \(data/cifar100, teacher, student\); STL10 "
+                                            r"\(data/stl10, probe_stl10\).*--data-root CIFAR100=PATH STL10=PATH "
+                                            r"TinyImageNet=PATH"):
+        load_pipeline(ROOT / "configs/pipelines/crd_table4/kd.py", data_root="data/x", cli_options=SHRINK)
+    with pytest.raises(PipelineError, match="no stage of .* reads ImageNet"):
+        load_pipeline(ROOT / "configs/pipelines/crd_table4/kd.py", cli_options=SHRINK,
+                      data_root=["CIFAR100=a", "STL10=b", "TinyImageNet=c", "imagenet=d"])
+    with pytest.raises(PipelineError, match="'CIFAR10' is not a dataset type that reads files; use one of .*CIFAR100"):
+        load_pipeline(ROOT / "configs/pipelines/crd_table4/kd.py", cli_options=SHRINK, data_root=["CIFAR10=a"])
+    with pytest.raises(PipelineError, match="mixes a plain path with TYPE=PATH"):
+        load_pipeline(ROOT / "configs/pipelines/crd_table4/kd.py", cli_options=SHRINK, data_root=["a", "STL10=b"])
+    # one dataset for every stage: one plain root still works (the STL-10 cross-modal pipeline)
+    pipe = load_pipeline(ROOT / "configs/pipelines/stl10_crossmodal/kd.py", data_root=["/d/stl10"], cli_options=SHRINK)
+    assert {d["root"] for s in pipe.stages for d in s.cfg["data"].values() if isinstance(d, dict)} == {"/d/stl10"}
+    # a mapping leaves the types it does not name at the config's own root
+    pipe = load_pipeline(ROOT / "configs/pipelines/crd_table4/kd.py", data_root=["stl10=/d/s"], cli_options=SHRINK)
+    assert pipe.stage("probe_stl10").cfg["data"]["train"]["root"] == "/d/s"
+    assert pipe.stage("probe_tinyimagenet").cfg["data"]["train"]["root"] == "data/tinyimagenet"
+
+
+def test_single_config_data_roots_one_path_or_one_per_type():
+    """tools/train.py / linear_probe.py: --data-root PATH sets every real dataset; TYPE=PATH only that type's; a
+    type the config does not read is an error naming what it reads."""
+    import argparse
+
+    from densekd.config import ConfigError
+    from densekd.engine.launch import prepare
+
+    def cfg_with(root):
+        return prepare(argparse.Namespace(config=str(ROOT / "configs/cifar100/transfer/wrn_16_2_tinyimagenet.py"),
+                                          cfg_options=[], seed=None, data_root=root, synthetic=False))
+
+    assert {d["root"] for d in cfg_with(["/t"])["data"].values() if isinstance(d, dict)} == {"/t"}
+    assert cfg_with(["tinyimagenet=/u"])["data"]["val"]["root"] == "/u"
+    with pytest.raises(ConfigError, match="names STL10 but the config reads TinyImageNet"):
+        cfg_with(["STL10=/s"])

@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from densekd.engine.launch import USER_ERRORS, add_cfg_options, fail, prepare  # noqa: E402
+from densekd.engine.launch import USER_ERRORS, add_cfg_options, add_data_root, fail, prepare  # noqa: E402
 
 
 def main(argv=None) -> dict:
@@ -41,7 +41,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default: the exporter's)")
     add_cfg_options(parser, "override settings of CONFIG (k=v, Python literals)")
     parser.add_argument("--synthetic", action="store_true", help="read the input size from the synthetic stand-in")
-    parser.add_argument("--data-root", default=None, help="root of the real dataset (to read the input size)")
+    add_data_root(parser, " (to read the input size)")
     args = parser.parse_args(argv)
 
     from densekd.engine import deploy

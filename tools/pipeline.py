@@ -1,15 +1,16 @@
 #!/usr/bin/env python
 """Run a multi-stage pipeline: several trainings in order, later stages reading earlier stages' checkpoints.
 
-    python tools/pipeline.py PIPELINE_CONFIG [--work-dir DIR] [--synthetic] [--data-root PATH]
+    python tools/pipeline.py PIPELINE_CONFIG [--work-dir DIR] [--synthetic] [--data-root PATH | TYPE=PATH ...]
                              [--max-iters N] [--seed S] [--device cpu|cuda] [--only NAME ...]
                              [--cfg-options k=v ...]
 
 Stages run in order in this process; each trains in <work dir>/<stage name>/. A finished stage is
 skipped, an interrupted one (checkpoints/last.pth, no finished summary.json) resumes, so rerunning the
 same command continues where it stopped. --max-iters, --cfg-options, --seed, --synthetic and --data-root
-apply to every stage. The table of all stages goes to <work dir>/pipeline.md and pipeline.json. Stages of
-kind='probe' linearly probe a checkpoint; stages of kind='synthesize' synthesise a dataset from a teacher
+apply to every stage; a pipeline whose stages read several datasets takes one root per dataset type
+(--data-root CIFAR100=DIR STL10=DIR TinyImageNet=DIR). The table of all stages goes to <work dir>/pipeline.md
+and pipeline.json. Stages of kind='probe' linearly probe a checkpoint; stages of kind='synthesize' synthesise a dataset from a teacher
 (tools/synthesize.py's work), read by later stages as '{NAME.data}'.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from densekd.engine.launch import USER_ERRORS, add_cfg_options, fail, fail_after_start, non_negative_int  # noqa: E402
+from densekd.engine.launch import USER_ERRORS, add_cfg_options, add_data_root, fail, fail_after_start, non_negative_int  # noqa: E402
 
 
 def main(argv=None):
@@ -31,7 +32,7 @@ def main(argv=None):
                              "(plus seed<S>/ with --seed); stage NAME trains in WORK_DIR/NAME/")
     parser.add_argument("--synthetic", action="store_true",
                         help="replace every dataset by its built-in synthetic stand-in (smoke runs, tests)")
-    parser.add_argument("--data-root", default=None, help="root of the real dataset (every stage)")
+    add_data_root(parser, " (every stage)")
     parser.add_argument("--max-iters", type=non_negative_int, default=None,
                         help="stop every stage after N iterations (a smoke run); a stage with such a run is finished")
     parser.add_argument("--seed", type=int, default=None, help="seed of every stage")

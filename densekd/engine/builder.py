@@ -47,15 +47,90 @@ def use_synthetic(cfg: Config) -> None:
             ds.pop("root", None)
 
 
-def set_data_root(cfg: Config, root: str) -> None:
-    """Point every real dataset of the config at ``root`` (``--data-root``)."""
-    found = False
+def real_dataset_types() -> list[str]:
+    """Registered dataset types that read real files (those with a synthetic stand-in)."""
+    return sorted(name for name in DATASETS.names() if getattr(DATASETS.get(name), "synthetic", None))
+
+
+def data_roots(value) -> str | dict[str, str] | None:
+    """``--data-root`` as given: ``None``, one path for every real dataset (``'data/x'`` or ``['data/x']``), or one
+    root per dataset type (``['CIFAR100=/d/c100', 'STL10=/d/stl10']`` or a dict) for configs and pipelines that read
+    several datasets (CRD Table 4: CIFAR-100, STL-10, TinyImageNet). Types are matched case-insensitively."""
+    if value is None or isinstance(value, dict):
+        return value
+    items = [value] if isinstance(value, (str, Path)) else list(value)
+    if not items:
+        return None
+    pairs = [str(v) for v in items if "=" in str(v)]
+    if not pairs:
+        if len(items) > 1:
+            raise ConfigError(f"--data-root got {len(items)} paths {items}; give one path for every dataset, or one "
+                              f"root per dataset type as TYPE=PATH (e.g. --data-root CIFAR100=data/cifar100 "
+                              f"STL10=data/stl10)")
+        return str(items[0])
+    if len(pairs) != len(items):
+        raise ConfigError(f"--data-root mixes a plain path with TYPE=PATH entries ({items}); give either one path "
+                          f"or TYPE=PATH for every dataset")
+    known = {t.lower(): t for t in real_dataset_types()}
+    roots: dict[str, str] = {}
+    for item in pairs:
+        name, _, path = item.partition("=")
+        if name.strip().lower() not in known:
+            raise ConfigError(f"--data-root {item}: {name!r} is not a dataset type that reads files; use one of "
+                              f"{', '.join(known.values())}")
+        if not path:
+            raise ConfigError(f"--data-root {item}: no path after '='")
+        roots[known[name.strip().lower()]] = path
+    return roots
+
+
+def config_data_folders(cfg: Config) -> dict[str, list[str]]:
+    """``{type: [root, ...]}`` of the real datasets a config reads (after ``--synthetic``, none)."""
+    folders: dict[str, list[str]] = {}
     for ds in _config_datasets(cfg):
         if getattr(DATASETS.get(ds["type"]), "synthetic", None):
-            ds["root"] = root
-            found = True
-    if not found:
-        raise ConfigError("--data-root was given but the config has no dataset with a `root` to set")
+            roots = folders.setdefault(ds["type"], [])
+            if str(ds.get("root")) not in roots:
+                roots.append(str(ds.get("root")))
+    return folders
+
+
+def shared_root_error(root: str, folders: dict[str, list[str]], where: str,
+                      readers: dict[str, list[str]] | None = None) -> str | None:
+    """Why one ``--data-root`` path cannot serve datasets kept in different folders (CIFAR-100, STL-10 and
+    TinyImageNet in CRD Table 4; NYU's labeled and raw sets share one folder and may share the root), or None.
+    ``readers``: the stages reading each type, for a pipeline's message."""
+    distinct = {r for roots in folders.values() for r in roots}
+    if len(distinct) <= 1:
+        return None
+    listing = "; ".join(f"{t} ({', '.join(roots + (readers or {}).get(t, []))})" for t, roots in folders.items())
+    return (f"--data-root {root}: {where} reads datasets from {len(distinct)} folders [{listing}], which cannot "
+            f"share one root; give one per dataset: --data-root " + " ".join(f"{t}=PATH" for t in folders))
+
+
+def set_data_root(cfg: Config, root, *, required: bool = True) -> list[str]:
+    """Point the config's real datasets at ``--data-root`` (see :func:`data_roots`): one path sets every real
+    dataset's ``root`` (refused when the config keeps its datasets in different folders); a ``{type: path}``
+    mapping sets the datasets of those types and leaves the others at their config's root. Returns the types
+    set. ``required``: fail when nothing was set (a single config; pipeline stages pass False, since one root
+    per type need not concern every stage, and the pipeline checks the whole)."""
+    roots = data_roots(root)
+    if roots is None:
+        return []
+    folders = config_data_folders(cfg)
+    if isinstance(roots, str):
+        problem = shared_root_error(roots, folders, "this config") if required else None
+        if problem:
+            raise ConfigError(problem)
+        roots = {t: roots for t in folders}
+    for ds in _config_datasets(cfg):
+        if ds["type"] in roots:
+            ds["root"] = roots[ds["type"]]
+    done = [t for t in folders if t in roots]
+    if required and not done:
+        raise ConfigError("--data-root was given but the config has no dataset with a `root` to set" if not folders
+                          else f"--data-root names {', '.join(roots)} but the config reads {', '.join(folders)}")
+    return done
 
 
 def build_dataset(cfg: Config, split: str):

@@ -26,13 +26,20 @@ def add_cfg_options(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("--cfg-options", nargs="+", action="extend", default=[], metavar="KEY=VALUE", help=help_text)
 
 
+def add_data_root(parser: argparse.ArgumentParser, what: str = "") -> None:
+    """``--data-root PATH`` (every real dataset) or ``--data-root TYPE=PATH ...`` (one root per dataset type)."""
+    parser.add_argument("--data-root", nargs="+", default=None, metavar="PATH|TYPE=PATH",
+                        help="root of the real dataset" + what + "; for several datasets one root each as TYPE=PATH, "
+                             "e.g. --data-root CIFAR100=data/cifar100 STL10=data/stl10 TinyImageNet=data/tinyimagenet")
+
+
 def add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="path to a config .py file")
     add_cfg_options(parser, "override settings, e.g. optimizer.lr=0.1 train.epochs=2 distill.0.weight=2 (values are "
                             "Python literals: 1e-3, nan, inf, True, None, [1, 2]; repeatable)")
     parser.add_argument("--synthetic", action="store_true",
                         help="replace every dataset by its built-in synthetic stand-in (smoke runs, tests)")
-    parser.add_argument("--data-root", default=None, help="root of the real dataset")
+    add_data_root(parser)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
 
 

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from densekd.config import Config, ConfigError, apply_overrides, config_name, load_config, parse_override_value
-from densekd.engine.builder import set_data_root, use_synthetic
+from densekd.engine.builder import config_data_folders, data_roots, set_data_root, shared_root_error, use_synthetic
 from densekd.engine.launch import USER_ERRORS
 from densekd.engine.schema import validate
 from densekd.pipelines import refs
@@ -97,6 +97,7 @@ class Stage:
     kind: str = "train"  # 'train', 'probe' or 'synthesize'
     checkpoint: Option | None = None  # a probe stage's checkpoint (as written, references unresolved)
     checkpoint_path: str | None = None  # ... resolved
+    data_folders: dict[str, list[str]] = field(default_factory=dict)  # real dataset type -> its config's roots
 
     def references(self, all_options: list[Option]) -> list[tuple[str, str, Option]]:
         """Every reference of the stage: in its options and in a probe stage's ``checkpoint``."""
@@ -204,11 +205,16 @@ def find_config(arg: str, pipeline_path: Path, where: str) -> Path:
 
 # -- loading ---------------------------------------------------------------------------------------
 def load_pipeline(path: str | Path, *, cli_options: list[str] | tuple[str, ...] = (), work_dir: str | None = None,
-                  seed: int | None = None, data_root: str | None = None, synthetic: bool = False,
+                  seed: int | None = None, data_root=None, synthetic: bool = False,
                   only: list[str] | tuple[str, ...] = ()) -> Pipeline:
     """Load a pipeline config and check everything that can be checked before training: its keys,
     the stages' keys and unique names, references (only to earlier stages), ``--only`` names, and
-    every stage's config (loaded with all its options applied, then validated)."""
+    every stage's config (loaded with all its options applied, then validated). ``data_root``: one path for
+    every stage, or one root per dataset type (:func:`~densekd.engine.builder.data_roots`)."""
+    try:
+        data_root = None if synthetic else data_roots(data_root)
+    except ConfigError as exc:
+        raise PipelineError(str(exc)) from None
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"Pipeline config not found: {path}")
@@ -291,7 +297,33 @@ def load_pipeline(path: str | Path, *, cli_options: list[str] | tuple[str, ...] 
             check_probe_stage(stage)
         if stage.kind == "synthesize":
             check_synthesis_stage(stage)
+    if data_root is not None:
+        check_data_roots(pipeline, data_root)
     return pipeline
+
+
+def check_data_roots(pipeline: Pipeline, roots: str | dict[str, str]) -> None:
+    """One ``--data-root`` path cannot serve stages whose datasets live in different folders; a ``TYPE=PATH`` root
+    must concern some stage."""
+    folders: dict[str, list[str]] = {}
+    readers: dict[str, list[str]] = {}
+    for stage in pipeline.stages:
+        for t, paths in stage.data_folders.items():
+            folders.setdefault(t, [])
+            folders[t] += [r for r in paths if r not in folders[t]]
+            readers.setdefault(t, []).append(stage.name)
+    if isinstance(roots, str):
+        if not folders:
+            raise PipelineError(f"--data-root {roots}: no stage of {pipeline.path} reads a dataset with a `root`")
+        problem = shared_root_error(roots, folders, f"the pipeline {pipeline.path}", readers)
+        if problem:
+            raise PipelineError(problem)
+        return
+    unused = [t for t in roots if t not in folders]
+    if unused:
+        listing = "; ".join(f"{t} ({', '.join(names)})" for t, names in readers.items()) or "no real dataset"
+        raise PipelineError(f"--data-root {' '.join(f'{t}={roots[t]}' for t in unused)}: no stage of "
+                            f"{pipeline.path} reads {', '.join(unused)}; the stages read [{listing}]")
 
 
 def stage_list(stages: Any, path: Path) -> list:
@@ -415,7 +447,7 @@ def resolve_reference(pipeline: Pipeline, name: str, fld: str) -> str:
     return str(refs.stage_path(pipeline.stage(name).work_dir, fld))
 
 
-def stage_config(pipeline: Pipeline, stage: Stage, *, seed: int | None = None, data_root: str | None = None,
+def stage_config(pipeline: Pipeline, stage: Stage, *, seed: int | None = None, data_root=None,
                  synthetic: bool = False) -> Config:
     """The stage's config with every option applied (references replaced by paths), then ``--seed``,
     ``--data-root`` and ``--synthetic`` as ``tools/train.py`` applies them, validated."""
@@ -435,8 +467,9 @@ def stage_config(pipeline: Pipeline, stage: Stage, *, seed: int | None = None, d
         if seed is not None:
             cfg["seed"] = seed
             cfg.sources["seed"] = "--seed"
+        stage.data_folders = config_data_folders(cfg)
         if data_root:
-            set_data_root(cfg, data_root)
+            set_data_root(cfg, data_root, required=False)
         if synthetic:
             use_synthetic(cfg)
         validate(cfg)

@@ -8,7 +8,8 @@
 #                       32 x 32 (configs/cifar100/transfer/wrn_16_2_stl10.py)
 #   probe_tinyimagenet  the same on TinyImageNet at 32 x 32 (configs/cifar100/transfer/wrn_16_2_tinyimagenet.py)
 #
-#   python tools/pipeline.py configs/pipelines/crd_table4/crd.py --seed S   # reads data/{cifar100,stl10,tinyimagenet}
+#   python tools/pipeline.py configs/pipelines/crd_table4/crd.py --seed S \
+#       --data-root CIFAR100=data/cifar100 STL10=data/stl10 TinyImageNet=data/tinyimagenet   # one root per dataset
 #   python tools/pipeline_table.py crd_table4
 # Every row trains its own teacher in its folder. To reuse one teacher and existing benchmark students instead,
 # probe their checkpoints directly (the probe-only path): python tools/linear_probe.py
