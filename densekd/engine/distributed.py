@@ -51,6 +51,10 @@ def setup(device: str) -> torch.device:
         if device.startswith("cuda"):
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend, timeout=timedelta(minutes=30))
+        global _HOST_GROUP
+        # control messages (the stop flag) travel over gloo between the hosts' CPUs: under NCCL a device
+        # all-reduce would make every check wait for the GPU's queued work
+        _HOST_GROUP = dist.new_group(backend="gloo") if backend == "nccl" else None
     if device.startswith("cuda"):
         return torch.device("cuda", local_rank if launched_by_torchrun() else torch.cuda.current_device())
     return torch.device("cpu")
@@ -64,8 +68,10 @@ def teardown() -> None:
     that frees a finished collective after Python has begun finalising aborts the process ("terminate called
     without an active exception", SIGABRT) after a successful run. Callers drop their trainers before this;
     the collections here free what cycles still hold, so the group's threads end before ``exit``."""
+    global _HOST_GROUP
     if is_distributed():
         gc.collect()
+        _HOST_GROUP = None
         dist.destroy_process_group()
         gc.collect()
 
@@ -79,6 +85,19 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
         out = out.cuda()
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
     return out.to(tensor.device)
+
+
+_HOST_GROUP = None
+
+
+def all_reduce_host(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum of a CPU tensor over ranks through a gloo group (the default group under gloo, a gloo group made at
+    :func:`setup` under NCCL): no device work, so no wait for the GPU. Identity when not distributed."""
+    if not is_distributed():
+        return tensor
+    out = tensor.detach().cpu().clone()
+    dist.all_reduce(out, op=dist.ReduceOp.SUM, group=_HOST_GROUP)
+    return out
 
 
 def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:

@@ -118,11 +118,13 @@ class RunRecords:
 
             self._bar = tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, leave=False)
 
-    def advance(self, postfix: dict | None = None) -> None:
+    def advance(self) -> None:
         if self._bar is not None:
             self._bar.update(1)
-            if postfix:
-                self._bar.set_postfix({k: f"{v:.4g}" for k, v in postfix.items()}, refresh=False)
+
+    def set_postfix(self, values: dict[str, float]) -> None:
+        if self._bar is not None:
+            self._bar.set_postfix({k: f"{v:.4g}" for k, v in values.items()}, refresh=False)
 
     def stop_progress(self) -> None:
         if self._bar is not None:

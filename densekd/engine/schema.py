@@ -31,8 +31,8 @@ SECTIONS = {
     "lr_schedule": {"type", "milestones", "gamma", "power", "min_lr_ratio", "by_epoch", "warmup_iters",
                     "warmup_ratio"},
     "train": {"epochs", "iters", "eval_interval", "log_interval", "checkpoint_interval", "grad_clip",
-              "accumulate", "amp", "channels_last", "skip_nonfinite", "find_unused_parameters", "sync_bn",
-              "eval_first", "max_consecutive_skips"},
+              "accumulate", "amp", "channels_last", "skip_nonfinite", "check_finite", "compile",
+              "find_unused_parameters", "sync_bn", "eval_first", "max_consecutive_skips"},
     "teacher": {"model", "checkpoint", "config", "input"},
     # linear probing (densekd.probe, tools/linear_probe.py); densekd.probe.settings.ProbeSettings documents them
     "probe": {"layer", "mode", "model", "input", "target", "data", "augment", "num_classes", "ignore_index",

@@ -19,6 +19,17 @@ stops the run (:class:`NonFiniteLossError`); with it the whole step is skipped (
 one bad micro-batch included), counted (:class:`NonFiniteGuard`: ``skipped_steps`` in ``summary.json``), and
 ``train.max_consecutive_skips`` skips in a row stop the run. Under fp16 AMP the GradScaler already skips
 steps with overflowing gradients (and lowers its scale); those are not counted.
+
+Each of these checks reads a value back from the device, which on a GPU waits for the queued work: a
+host-device synchronisation per step. ``train.check_finite='interval'`` (the default on CUDA without
+``skip_nonfinite``) defers them: every step only folds, on the device, the iteration of the first non-finite
+loss and of the first non-finite gradient into two flags (:meth:`NonFiniteGuard.defer`); the trainer waits for
+them once per log interval and before every checkpoint and evaluation (:meth:`NonFiniteGuard.flush`), and stops
+the run there, naming the first bad iteration. Non-finite values can then reach the weights for up to a log
+interval, but never a checkpoint: once a flush has failed, every later one fails too, so the last checkpoint
+stays the last good one. Single steps cannot be skipped that way, so ``skip_nonfinite`` needs
+``check_finite='step'`` (checks before every backward pass and optimiser step, the default on the CPU, where
+they cost nothing).
 """
 from __future__ import annotations
 
@@ -34,6 +45,19 @@ from densekd.engine import distributed as dist
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MAX_CONSECUTIVE_SKIPS = 100
+CHECK_FINITE = ("auto", "step", "interval")
+
+
+def check_finite_mode(mode: str, on_cuda: bool, skip_nonfinite: bool) -> str:
+    """``train.check_finite`` resolved: ``'step'`` or ``'interval'`` (see the module docstring)."""
+    if mode not in CHECK_FINITE:
+        raise ValueError(f"train.check_finite must be one of {', '.join(map(repr, CHECK_FINITE))}; got {mode!r}")
+    if mode == "interval" and skip_nonfinite:
+        raise ValueError("train.check_finite='interval' checks losses and gradients once per log interval, so it "
+                         "cannot skip single steps: use train.check_finite='step' with train.skip_nonfinite=True")
+    if mode == "auto":
+        return "interval" if on_cuda and not skip_nonfinite else "step"
+    return mode
 
 
 def amp_autocast(device: torch.device, amp: str | None):
@@ -55,8 +79,11 @@ class NonFiniteGuard:
     steps of each; ``consecutive`` the skips in a row, which stop the run at ``max_consecutive``.
     """
 
-    def __init__(self, skip: bool = False, max_consecutive: int = MAX_CONSECUTIVE_SKIPS):
+    def __init__(self, skip: bool = False, max_consecutive: int = MAX_CONSECUTIVE_SKIPS, deferred: bool = False):
         self.skip = bool(skip)
+        self.deferred = bool(deferred)  # train.check_finite='interval'
+        self._first_bad: torch.Tensor | None = None  # [first bad loss iteration, first bad gradient iteration]
+        self._failed: str | None = None
         self.max_consecutive = int(max_consecutive)
         if self.max_consecutive < 1:
             raise ValueError(f"train.max_consecutive_skips must be >= 1; got {max_consecutive}")
@@ -100,6 +127,38 @@ class NonFiniteGuard:
                     f"run has diverged. Lower the learning rate or the offending term's weight, or enable "
                     f"train.grad_clip, then start again (train.max_consecutive_skips={self.max_consecutive})")
 
+    # -- deferred checks (train.check_finite='interval') ------------------------------------------------
+    def defer(self, bad: torch.Tensor, kind: int, iteration: int) -> None:
+        """Fold ``bad`` (a 0-d bool tensor, still on the device) into the first bad iteration of ``kind``
+        (0: losses, 1: gradients) without reading it back."""
+        if self._first_bad is None or self._first_bad.device != bad.device:
+            self._first_bad = torch.full((2,), -1, dtype=torch.long, device=bad.device)
+        slot = self._first_bad[kind]
+        slot.copy_(torch.where(slot.lt(0) & bad, torch.full_like(slot, iteration), slot))
+
+    def flush(self, world: int = 1) -> None:
+        """Wait for the deferred checks; raise :class:`NonFiniteLossError` naming the first bad iteration if
+        one failed, on every process (one all-reduce under torchrun). A failed flush fails again every time,
+        so that no checkpoint is written from weights that may hold non-finite values."""
+        if self._failed is not None:
+            raise NonFiniteLossError(self._failed)
+        if self._first_bad is None:
+            return
+        flags = self._first_bad
+        bad = flags.ge(0).float()
+        if world > 1:
+            bad = dist.all_reduce_sum(bad)
+        bad, first = bad.cpu(), flags.cpu()
+        if not bool(bad.any()):
+            return
+        parts = [f"{what} first at iteration {int(it) + 1}" if it >= 0 else f"{what} on another process"
+                 for what, it, b in zip(("non-finite loss", "non-finite gradients"), first, bad) if b > 0]
+        self._failed = (f"{'; '.join(parts)} (train.check_finite='interval' checks once per log interval, so the "
+                        f"weights may hold non-finite values; the last checkpoint is the last good one). Lower the "
+                        f"learning rate or the term's weight, enable train.grad_clip, or set "
+                        f"train.check_finite='step' with train.skip_nonfinite=True to skip such steps")
+        raise NonFiniteLossError(self._failed)
+
     def state_dict(self) -> dict:
         return {"by_stream": dict(self.by_stream), "consecutive": dict(self.consecutive),
                 "last_reason": self.last_reason}
@@ -113,18 +172,24 @@ class NonFiniteGuard:
         return {"skipped_steps": self.skipped, "skipped_steps_by": dict(self.by_stream)}
 
 
-def grads_finite(params: Iterable[nn.Parameter]) -> tuple[bool, int, int]:
-    """``(all finite, non-finite count, count)`` over the gradients of ``params`` (one max-abs per tensor)."""
+def grad_peaks(params: Iterable[nn.Parameter]) -> torch.Tensor | None:
+    """The max-abs of every gradient of ``params`` (one fused kernel where available), or None without any."""
     grads = [p.grad.detach() for p in params if p.grad is not None]
     if not grads:
-        return True, 0, 0
+        return None
     try:
-        peaks = torch.stack([t.float() for t in torch._foreach_norm(grads, float("inf"))])
+        return torch.stack([t.float() for t in torch._foreach_norm(grads, float("inf"))])
     except (AttributeError, RuntimeError, TypeError):  # no fused max-abs for these tensors
-        peaks = torch.stack([g.abs().amax().float() for g in grads])
-    bad = ~torch.isfinite(peaks)
-    n_bad = int(bad.sum())
-    return n_bad == 0, n_bad, len(grads)
+        return torch.stack([g.abs().amax().float() for g in grads])
+
+
+def grads_finite(params: Iterable[nn.Parameter]) -> tuple[bool, int, int]:
+    """``(all finite, non-finite count, count)`` over the gradients of ``params`` (one max-abs per tensor)."""
+    peaks = grad_peaks(params)
+    if peaks is None:
+        return True, 0, 0
+    n_bad = int((~torch.isfinite(peaks)).sum())
+    return n_bad == 0, n_bad, len(peaks)
 
 
 @dataclass
@@ -176,6 +241,9 @@ class Step:
         whole accumulation window's optimiser step is then skipped too)."""
         values = torch.stack([v.detach().float().reshape(()) if v.numel() == 1 else v.detach().float().sum()
                               for v in losses.values()])
+        if self.guard.deferred:
+            self.guard.defer(~torch.isfinite(values).all(), 0, self.iter)
+            return True
         local = bool(torch.isfinite(values).all())
         if self._agree(local):
             return True
@@ -193,7 +261,13 @@ class Step:
         """True if the gradients of ``params`` are finite. Otherwise raise :class:`NonFiniteLossError`, or (with
         ``train.skip_nonfinite``) warn and return False: the caller skips its optimiser step. ``stream`` names a
         step sequence of its own (e.g. a critic's: counted at once); by default the iteration's step is booked
-        as skipped at the end of the iteration."""
+        as skipped at the end of the iteration. With deferred checks (``train.check_finite='interval'``) this
+        only records the result on the device and returns True."""
+        if self.guard.deferred:
+            peaks = grad_peaks(params)
+            if peaks is not None:
+                self.guard.defer(~torch.isfinite(peaks).all(), 1, self.iter)
+            return True
         ok, n_bad, n = grads_finite(params)
         if ok:
             if stream is not None:

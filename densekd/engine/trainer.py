@@ -43,11 +43,31 @@ from densekd.engine.optim import LRSchedule, set_lr
 from densekd.engine.records import RunRecords
 from densekd.engine.resume import config_drift, rewind_metrics
 from densekd.engine.schema import ensure_valid
-from densekd.engine.step import AMP_DTYPES, MAX_CONSECUTIVE_SKIPS, amp_autocast, NonFiniteGuard, NonFiniteLossError, Step, loss_entries
+from densekd.engine.step import AMP_DTYPES, MAX_CONSECUTIVE_SKIPS, NonFiniteGuard, NonFiniteLossError, Step, amp_autocast, \
+    check_finite_mode, loss_entries
 from densekd.engine.workdir import WorkDirError, claim_work_dir
 from densekd.strategies.base import BuildContext
 
 __all__ = ["Trainer", "NonFiniteLossError", "seed_everything"]
+
+
+COMPILE_KEYS = ("backend", "mode", "fullgraph", "dynamic", "options")
+
+
+def compile_models(models: dict[str, torch.nn.Module], spec) -> list[str]:
+    """``train.compile``: ``True`` or ``dict(backend=, mode=, fullgraph=, dynamic=, options=)`` (``torch.compile``'s
+    arguments) compiles, in place (``nn.Module.compile``: parameter names and checkpoints unchanged, forward
+    hooks and so the taps kept), every model the strategy trains and evaluates (the student; the cohort of
+    mutual learning). Teachers and loss modules stay eager. Returns the names compiled."""
+    if not spec:
+        return []
+    kwargs = {} if spec is True else dict(spec)
+    unknown = sorted(set(kwargs) - set(COMPILE_KEYS))
+    if unknown or not isinstance(spec, (bool, dict)):
+        raise ValueError(f"train.compile must be True or a dict of {', '.join(COMPILE_KEYS)}; got {spec!r}")
+    for model in models.values():
+        model.compile(**kwargs)
+    return list(models)
 
 
 def seed_everything(seed: int) -> None:
@@ -157,6 +177,7 @@ class Trainer:
         if tcfg.get("sync_bn") and self.world > 1 and on_cuda:
             dist.convert_sync_batchnorm(self.strategy.module)
         self.strategy.to(self.device, torch.channels_last if self.channels_last else None)
+        self.compiled = compile_models(self.strategy.eval_models(), tcfg.get("compile"))
         self.model = self.strategy.module
         if self.world > 1:
             find_unused = tcfg.get("find_unused_parameters")
@@ -189,7 +210,9 @@ class Trainer:
         self.accumulate = int(tcfg.get("accumulate", 1))
         self.grad_clip = tcfg.get("grad_clip")
         self.skip_nonfinite = bool(tcfg.get("skip_nonfinite", False))
-        self.guard = NonFiniteGuard(self.skip_nonfinite, int(tcfg.get("max_consecutive_skips") or MAX_CONSECUTIVE_SKIPS))
+        self.check_finite = check_finite_mode(str(tcfg.get("check_finite", "auto")), on_cuda, self.skip_nonfinite)
+        self.guard = NonFiniteGuard(self.skip_nonfinite, int(tcfg.get("max_consecutive_skips") or MAX_CONSECUTIVE_SKIPS),
+                                    deferred=self.check_finite == "interval")
         self.log_interval = int(tcfg.get("log_interval", 50))
         unit = self.iters_per_epoch if self.by_epoch else 1
         self.eval_every = int(tcfg.get("eval_interval", 1 if self.by_epoch else 1000)) * unit
@@ -262,7 +285,17 @@ class Trainer:
             state["models"] = {name: m.state_dict() for name, m in models.items()}
         return state
 
+    def _check_deferred(self) -> None:
+        """Wait for the deferred finiteness checks (``train.check_finite='interval'``); on failure the run stops
+        with the state marked unsound, so nothing is saved from it."""
+        if self.guard.deferred:
+            previous = self._activity
+            self._activity = ("step", "in the training steps since the last finiteness check")
+            self.guard.flush(self.world)
+            self._activity = previous
+
     def save(self, name: str = "last.pth") -> None:
+        self._check_deferred()  # never a checkpoint of weights that may hold non-finite values
         previous = self._activity
         self._activity = ("save", f"while writing {self.ckpt_dir / name}")
         if dist.is_main():
@@ -339,8 +372,8 @@ class Trainer:
 
     def _should_stop(self) -> bool:
         flag = torch.tensor([1.0 if self._stop_signal else 0.0])
-        if self.world > 1:
-            flag = dist.all_reduce_sum(flag.to(self.device)).cpu()
+        if self.world > 1:  # every process stops at the same iteration; a host-side all-reduce, no GPU wait
+            flag = dist.all_reduce_host(flag)
         return bool(flag.item())
 
     # -- steps -------------------------------------------------------------------------
@@ -459,6 +492,8 @@ class Trainer:
             self.guard.end_iteration(name, True)
             self._activity = ("boundary", f"after {name} iteration {n}")
             self.guard.check_limit()
+            if n % self.log_interval == 0 or n == total:
+                self._check_deferred()
             if losses and (n % self.log_interval == 0 or n == total):
                 self.records.record({f"{name}_iter": n, **{f"loss/{k}": v for k, v in losses.items()}})
                 self.records.info(f"[{name}] {n}/{total} " + " ".join(f"{k} {v.item():.4g}" for k, v in losses.items()))
@@ -542,8 +577,9 @@ class Trainer:
             if losses is not None:
                 for k, v in losses.items():
                     self._window.setdefault(k, []).append(v)
-            self.records.advance({"loss": float(losses["loss"])} if losses and self.records._bar else None)
+            self.records.advance()  # no read-back per step: the bar shows the loss of the last log line
             if self.iter % self.log_interval == 0 or self.iter == stop_at:
+                self._check_deferred()
                 self._log_window(lr)
             if self._eval_due(self.iter):
                 self._eval_point()
@@ -566,6 +602,8 @@ class Trainer:
         entry = {"iter": self.iter, "epoch": round(self.iter / self.iters_per_epoch, 4), "lr": lr,
                  **{k: float(v) for k, v in zip(keys, means)}}
         self.records.record(entry)
+        if "loss" in entry:
+            self.records.set_postfix({"loss": entry["loss"]})
         terms = " ".join(f"{k} {entry[k]:.4g}" for k in keys)
         self.records.info(f"iter {self.iter}/{self.total_iters} epoch {entry['epoch']:.2f} lr {lr:.4g} {terms}")
 
@@ -619,6 +657,7 @@ class Trainer:
             "time_s": round(seconds, 2), "time_s_session": round(time.time() - self._session_start, 2),
             "sessions": self._sessions,
             "strategy": strategy_config(self.cfg)["type"],
+            "check_finite": self.check_finite, "compiled": self.compiled,
         }
         out["phase_iters"] = dict(self.phase_iters)
         for p in self.phases:

@@ -188,7 +188,7 @@ class HolisticKD(Adversarial, nn.Module):
         self.discriminator = Critic(in_ch, conv_dim=conv_dim,
                                     depth=_default_depth(shape) if depth is None else int(depth),
                                     preprocess=preprocess)
-        self.last_stats: dict[str, float] = {}
+        self._last_stats: dict[str, torch.Tensor] = {}
 
     # -- optimiser plumbing ------------------------------------------------------------------------
     def separate_parameters(self) -> list[nn.Parameter]:
@@ -272,21 +272,30 @@ class HolisticKD(Adversarial, nn.Module):
             norm = torch.sqrt(grad.flatten(1).pow(2).sum(1) + 1e-12)
             return ((norm - 1) ** 2).mean()
 
+    @property
+    def last_stats(self) -> dict[str, float]:
+        """``wasserstein``, ``gp`` and ``d_loss`` of the last critic loss, as numbers (read back on demand)."""
+        return {k: float(v) for k, v in self._last_stats.items()}
+
     def discriminator_loss(self, student, teacher, image: torch.Tensor | None = None,
                            alpha: torch.Tensor | float | None = None,
-                           generator: torch.Generator | None = None) -> torch.Tensor:
+                           generator: torch.Generator | None = None, check_finite: bool = True) -> torch.Tensor:
         """Critic loss ``mean(D(s)) - mean(D(t)) + gp_weight * GP`` (student detached). See the class doc.
 
         ``alpha``/``generator`` fix the interpolation weights of the penalty (tests, reproducibility).
-        Raises ``FloatingPointError`` naming both parts when the result is not finite.
+        Raises ``FloatingPointError`` naming both parts when the result is not finite; ``check_finite=False``
+        leaves that check to the caller (it reads the value back from the device: the trainer's deferred checks,
+        ``train.check_finite='interval'``, do it once per log interval instead).
         """
         s, t, img = self._prepare(self._single(student, "student").detach(), teacher, image)
         wasserstein = self.critic(s, img).float().mean() - self.critic(t, img).float().mean()
         gp = self.gradient_penalty(s, t, img, alpha=alpha, generator=generator)
         loss = wasserstein + self.gp_weight * gp
+        self._last_stats = {"wasserstein": wasserstein.detach(), "gp": gp.detach(), "d_loss": loss.detach()}
+        if not check_finite:
+            return loss
         w_val, gp_val = float(wasserstein.detach()), float(gp.detach())
-        self.last_stats = {"wasserstein": w_val, "gp": gp_val, "d_loss": float(loss.detach())}
-        if not math.isfinite(self.last_stats["d_loss"]):
+        if not math.isfinite(float(loss.detach())):
             raise FloatingPointError(
                 f"HolisticKD: discriminator loss is not finite (wasserstein term mean(D(s)) - mean(D(t)) = "
                 f"{w_val}, gradient penalty = {gp_val}, gp_weight = {self.gp_weight}). Hints: lower d_lr "

@@ -21,6 +21,7 @@ from densekd.losses._utils import distributed_world as _distributed_world
 from densekd.registry import LOSSES
 
 __all__ = ["CRD"]
+DEVICE_RANGE_CHECKS = 3  # calls that check index ranges on an accelerator (each check waits for the device)
 
 
 @LOSSES.register()
@@ -216,6 +217,12 @@ class CRD(RankSynchronised, nn.Module):
                 ((contrast_idx < 0) | (contrast_idx >= self.num_data)).any()
         else:
             bad = ((index < 0) | (index >= self.num_data)).any()
+        # reading the check back waits for the device: on an accelerator only the first calls check (a wrong
+        # num_data shows at once); later out-of-range rows still fail in the device's own indexing
+        if index.device.type != "cpu":
+            self._device_range_checks = getattr(self, "_device_range_checks", 0) + 1
+            if self._device_range_checks > DEVICE_RANGE_CHECKS:
+                return index, contrast_idx
         if bool(bad):
             raise ValueError(f"CRD index/contrast_idx values must lie in [0, num_data={self.num_data}); got "
                              f"index range [{int(index.min())}, {int(index.max())}]"
@@ -224,10 +231,23 @@ class CRD(RankSynchronised, nn.Module):
                              + "; num_data must be the size of the (wrapped) training set")
         return index, contrast_idx
 
+    def _load_from_state_dict(self, *args, **kwargs):
+        self.__dict__.pop("_z_known", None)  # the loaded Z may be unset: look again
+        super()._load_from_state_dict(*args, **kwargs)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.__dict__.pop("_z_known", None)
+        return super()._apply(fn, *args, **kwargs)
+
     # -- pieces -----------------------------------------------------------------
     def _estimate_z(self, scores: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``Z`` for one direction: the stored one, or (first batch) ``N * mean(exp(scores))``."""
+        # Z is fixed once estimated: remember that on the host, so later steps read nothing back from the device
+        known, name = self.__dict__.setdefault("_z_known", set()), "z_s" if z is self.z_s else "z_t"
+        if name in known:
+            return z.detach()
         if z.item() > 0:
+            known.add(name)
             return z.detach()
         with torch.no_grad():
             est = scores.detach().exp().mean() * self.num_data
@@ -237,6 +257,7 @@ class CRD(RankSynchronised, nn.Module):
                 est = est / world
             if self.training:
                 z.fill_(est.item())
+                known.add(name)
         return est
 
     def _nce(self, scores: torch.Tensor, z: torch.Tensor) -> torch.Tensor:

@@ -46,9 +46,13 @@ class CriticSteps:
                 for _ in range(int(module.n_critic)):
                     opt.zero_grad(set_to_none=True)
                     try:
-                        d_loss = module.discriminator_loss(s, t, image)
-                        if not torch.isfinite(d_loss):
-                            raise FloatingPointError(f"discriminator loss {d_loss.item()}")
+                        if step.guard.deferred:  # checked on the device, read back once per log interval
+                            d_loss = module.discriminator_loss(s, t, image, check_finite=False)
+                            step.guard.defer(~torch.isfinite(d_loss), 0, step.iter)
+                        else:
+                            d_loss = module.discriminator_loss(s, t, image)
+                            if not torch.isfinite(d_loss):
+                                raise FloatingPointError(f"discriminator loss {d_loss.item()}")
                     except FloatingPointError as exc:
                         msg = f"Non-finite discriminator loss of term {name} at iteration {step.iter + 1}: {exc}."
                         if step.skip_nonfinite:

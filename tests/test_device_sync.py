@@ -1,0 +1,154 @@
+"""GPU fast paths that can be checked on the CPU: no value read back from the device per training step with
+deferred finiteness checks (train.check_finite='interval'), failures still stop the run and never reach a
+checkpoint, and train.compile compiles the student in place."""
+import contextlib
+import math
+
+import pytest
+import torch
+
+from densekd.config import load_config
+from densekd.engine.step import NonFiniteGuard, NonFiniteLossError, check_finite_mode
+from densekd.engine.trainer import Trainer
+
+TEACHER = "teacher = dict(model=dict(type='simple_cnn', num_classes=100, width=8))\n"
+KD_AT = TEACHER + "distill = [dict(type='KD', T=4, weight=0.9), dict(type='AT', student='feats[1:-1]', weight=100)]\n"
+READBACKS = ("item", "tolist", "__bool__", "__float__", "__int__")
+
+
+@contextlib.contextmanager
+def counting_readbacks():
+    """Count the Python-level calls that copy a tensor's value to the host (each one a device sync on a GPU)."""
+    counts = {name: 0 for name in READBACKS}
+    originals = {name: getattr(torch.Tensor, name) for name in READBACKS}
+
+    def wrap(name):
+        def counted(self, *args, **kwargs):
+            counts[name] += 1
+            return originals[name](self, *args, **kwargs)
+        return counted
+
+    for name in READBACKS:
+        setattr(torch.Tensor, name, wrap(name))
+    try:
+        yield counts
+    finally:
+        for name, fn in originals.items():
+            setattr(torch.Tensor, name, fn)
+
+
+def trainer_for(tiny_config, tmp_path, extra, **kwargs):
+    cfg = load_config(tiny_config(extra=extra), kwargs.pop("options", []))
+    return Trainer(cfg, tmp_path / "w", device="cpu", synthetic=True, **kwargs)
+
+
+@pytest.mark.parametrize("mode, silent", [("interval", True), ("step", False)])
+def test_training_steps_read_nothing_back_with_deferred_checks(tiny_config, tmp_path, mode, silent):
+    """KD + AT steps: with deferred checks no tensor value is copied to the host inside a step (the counter
+    does see the per-step checks of mode 'step', so it can fail)."""
+    trainer = trainer_for(tiny_config, tmp_path, KD_AT, options=[f"train.check_finite={mode!r}"])
+    batches = trainer.batches(0)
+    trainer.train_iteration(next(batches))  # first step: lazily built state
+    batch = next(batches)
+    with counting_readbacks() as counts:
+        for _ in range(3):
+            losses = trainer.train_iteration(batch)
+    assert set(losses) >= {"loss", "loss/KD", "loss/AT"}
+    assert (sum(counts.values()) == 0) is silent, counts
+
+
+def test_crd_reads_its_normaliser_back_once(tmp_path):
+    """CRD's Z is estimated on the first batch; later calls use it without reading it back (``item``)."""
+    from densekd.losses.contrastive import CRD
+
+    crd = CRD(s_shapes=[torch.Size([4, 8])], t_shapes=[torch.Size([4, 8])], num_data=32, feat_dim=4, nce_k=5)
+    s, t = torch.randn(4, 8), torch.randn(4, 8)
+    idx = torch.arange(4)
+    crd(s, t, index=idx, contrast_idx=torch.randint(0, 32, (4, 6)))
+    with counting_readbacks() as counts:
+        for _ in range(3):
+            crd(s, t, index=idx, contrast_idx=torch.randint(0, 32, (4, 6)))
+    assert counts["item"] == 0 and float(crd.z_s) > 0
+    crd.load_state_dict({k: (torch.tensor(-1.0) if k.startswith("z_") else v) for k, v in crd.state_dict().items()})
+    crd(s, t, index=idx, contrast_idx=torch.randint(0, 32, (4, 6)))  # an unset Z loaded: estimated again
+    assert float(crd.z_s) > 0
+
+
+def poison(trainer, at_call):
+    """Make the distiller's losses NaN from its ``at_call``-th forward on."""
+    distiller, calls = trainer.strategy.distiller, [0]
+    forward = distiller.forward
+
+    def bad_forward(batch):
+        calls[0] += 1
+        out, losses = forward(batch)
+        if calls[0] >= at_call:
+            losses = {k: v * math.nan for k, v in losses.items()}
+        return out, losses
+
+    distiller.forward = bad_forward
+
+
+def test_deferred_failure_names_the_first_bad_iteration_and_no_checkpoint_holds_it(tiny_config, tmp_path):
+    trainer = trainer_for(tiny_config, tmp_path, KD_AT, options=[
+        "train.check_finite='interval'", "train.epochs=None", "train.iters=12", "train.log_interval=100",
+        "train.eval_interval=4", "train.checkpoint_interval=4"])
+    poison(trainer, at_call=6)
+    with pytest.raises(NonFiniteLossError, match="non-finite loss first at iteration 6;.*last checkpoint is the last "
+                                                 "good one.*check_finite='step' with train.skip_nonfinite=True"):
+        trainer.train()
+    ckpt = torch.load(tmp_path / "w/checkpoints/last.pth", map_location="cpu", weights_only=False)
+    assert ckpt["iter"] == 4  # the checkpoint due at iteration 8 was refused, not written from NaN weights
+    assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
+    with pytest.raises(NonFiniteLossError):  # a failed flush fails again: nothing is saved after it
+        trainer.save()
+    assert torch.load(tmp_path / "w/checkpoints/last.pth", map_location="cpu", weights_only=False)["iter"] == 4
+
+
+def test_step_mode_still_stops_at_the_bad_iteration(tiny_config, tmp_path):
+    trainer = trainer_for(tiny_config, tmp_path, KD_AT, options=["train.check_finite='step'"])
+    poison(trainer, at_call=2)
+    with pytest.raises(NonFiniteLossError, match="Non-finite loss at iteration 2"):
+        trainer.train()
+
+
+def test_check_finite_modes():
+    assert check_finite_mode("auto", on_cuda=True, skip_nonfinite=False) == "interval"
+    assert check_finite_mode("auto", on_cuda=True, skip_nonfinite=True) == "step"
+    assert check_finite_mode("auto", on_cuda=False, skip_nonfinite=False) == "step"
+    with pytest.raises(ValueError, match="cannot skip single steps"):
+        check_finite_mode("interval", on_cuda=True, skip_nonfinite=True)
+    with pytest.raises(ValueError, match="must be one of 'auto', 'step', 'interval'"):
+        check_finite_mode("sometimes", on_cuda=True, skip_nonfinite=False)
+    guard = NonFiniteGuard(deferred=True)
+    for it, bad in enumerate([False, False, True, True]):
+        guard.defer(torch.tensor(bad), 1, it)
+    with pytest.raises(NonFiniteLossError, match="non-finite gradients first at iteration 3"):
+        guard.flush()
+    clean = NonFiniteGuard(deferred=True)
+    clean.defer(torch.tensor(False), 0, 0)
+    clean.flush()
+
+
+def test_compile_keeps_parameter_names_taps_and_losses(tiny_config, tmp_path):
+    """train.compile (eager backend: dynamo traces the student with its tap hooks) gives the same losses as an
+    uncompiled run and checkpoints with the same keys."""
+    runs = {}
+    for name, opts in (("eager", []), ("compiled", ["train.compile={'backend': 'eager'}"])):
+        torch._dynamo.reset()
+        trainer = Trainer(load_config(tiny_config(extra=KD_AT), opts + ["train.epochs=None", "train.iters=3"]),
+                          tmp_path / name, device="cpu", synthetic=True)
+        batches = trainer.batches(0)
+        runs[name] = [trainer.train_iteration(next(batches)) for _ in range(3)]
+        trainer.save()
+        runs[name + "_keys"] = sorted(torch.load(tmp_path / name / "checkpoints/last.pth", weights_only=False)["model"])
+        runs[name + "_compiled"] = trainer.compiled
+    assert runs["compiled_compiled"] == ["student"] and runs["eager_compiled"] == []
+    assert runs["compiled_keys"] == runs["eager_keys"] and not any("_orig_mod" in k for k in runs["compiled_keys"])
+    for a, b in zip(runs["eager"], runs["compiled"]):
+        assert set(a) == set(b)
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="train.compile must be True or a dict"):
+        Trainer(load_config(tiny_config(extra=KD_AT), ["train.compile={'backnd': 'eager'}"]), tmp_path / "x",
+                device="cpu", synthetic=True)
