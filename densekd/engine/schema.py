@@ -17,7 +17,7 @@ TOP_LEVEL = {
     "task_weight": None, "data": "data", "optimizer": "optimizer", "lr_schedule": "lr_schedule",
     "train": "train", "seed": None, "work_dir": None, "deterministic": None, "description": None,
     "strategy": "STRATEGIES", "student_input": None, "load_from": "load_from", "freeze": None,
-    "probe": "probe", "synthesis": "synthesis", "freeze_bn_stats": None,
+    "probe": "probe", "synthesis": "synthesis", "freeze_bn_stats": None, "teacher_cache": "teacher_cache",
 }
 MOVED = {  # keys that moved, with where they live now
     "train.init_epochs": "strategy.init_epochs (the distillation strategy's initialisation phase)",
@@ -131,6 +131,14 @@ def validate(cfg: Config) -> None:
                     raise ConfigError(f"{exc} (set in {cfg.source_of(key)})") from None
         elif kind == "probe":
             _check_probe(value, cfg)
+        elif kind == "teacher_cache":
+            if value:
+                from densekd.data.teacher_cache import config_path
+
+                try:
+                    config_path(value)
+                except ValueError as exc:
+                    raise ConfigError(f"{exc} (set in {cfg.source_of(key)})") from None
         elif kind == "synthesis":
             if value is not None:  # the section of tools/synthesize.py; its own module checks it (training ignores it)
                 from densekd.synthesis.settings import check_section
