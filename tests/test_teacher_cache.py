@@ -182,3 +182,12 @@ def test_tool_refuses_a_cache_above_max_gb_and_writes_one_below(tmp_path, capsys
                                                   "raise --max-gb")
     out = tool.main([str(cfg), "--synthetic", "--out", str(tmp_path / "small.h5")])
     assert out == tmp_path / "small.h5" and read_attrs(out)["num_views"] == 162
+
+
+def test_config_key_is_validated(tmp_path):
+    from densekd.engine.schema import validate
+
+    cfg = config(tmp_path, extra="teacher_cache = dict(file='x.h5')\n")
+    with pytest.raises(ConfigError, match=r"teacher_cache must be the cache file's path or dict\(path=\.\.\.\).*set in"):
+        validate(cfg)
+    validate(config(tmp_path, extra="teacher_cache = dict(path='x.h5')\n"))
