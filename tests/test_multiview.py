@@ -151,7 +151,7 @@ def test_strong_view_keys_shapes_reproducibility_and_metadata():
         b = ds[5]
     with forked_rng(4):
         c = ds[5]
-    assert set(a) == {"image", "target", "image_strong"}
+    assert set(a) == {"image", "target", "view", "image_strong"}
     assert a["image_strong"].shape == (3, 32, 32) and a["image_strong"].dtype == torch.float32
     assert torch.equal(a["image_strong"], b["image_strong"]) and torch.equal(a["image"], b["image"])
     assert not torch.equal(a["image_strong"], c["image_strong"])

@@ -6,7 +6,9 @@ Layout expected under ``root``::
 
 (as extracted from ``cifar-100-python.tar.gz``; ``root`` may also point at the
 ``cifar-100-python`` folder itself). Samples are dicts ``{'image': 3x32x32
-float tensor, 'target': int}``; datasets expose ``targets``.
+float tensor, 'target': int, 'view': int}``; datasets expose ``targets``. ``'view'`` numbers the crop offset and
+flip the augmentation drew (0..161; always 0 without augmentation): the finite-view protocol of
+:mod:`densekd.data.finite_views` (``num_views``, ``view_item(index, view)``), which lets a teacher cache serve them.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from densekd.data.finite_views import crop_flip, crop_flip_views, draw_crop_flip
 from densekd.registry import DATASETS
 
 CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
@@ -41,15 +44,10 @@ FINE_LABEL_NAMES: tuple[str, ...] = (
 def cifar_augment(image: np.ndarray, padding: int = 4) -> np.ndarray:
     """Random 32x32 crop of the zero-padded image, then a random horizontal flip (HxWxC uint8).
 
-    Draws from NumPy's global RNG (seeded per sample by the loader).
+    Draws from NumPy's global RNG (seeded per sample by the loader): the view of
+    :func:`~densekd.data.finite_views.draw_crop_flip`, rendered by :func:`~densekd.data.finite_views.crop_flip`.
     """
-    h, w = image.shape[:2]
-    padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)))
-    top, left = np.random.randint(0, 2 * padding + 1, size=2)
-    image = padded[top:top + h, left:left + w]
-    if np.random.rand() < 0.5:
-        image = image[:, ::-1]
-    return image
+    return crop_flip(image, draw_crop_flip(padding), padding)
 
 
 def to_normalized_tensor(image: np.ndarray, mean=CIFAR100_MEAN, std=CIFAR100_STD) -> torch.Tensor:
@@ -62,6 +60,7 @@ class _CIFARBase(Dataset):
     num_classes = 100
     class_names = list(FINE_LABEL_NAMES)  # metadata the task takes; a real copy's ``meta`` file overrides it
     palette = None  # no label maps to colour
+    padding = 4  # of the random crop
 
     def __init__(self, split: str, augment: bool | None, mean, std):
         if split not in SPLITS:
@@ -79,11 +78,23 @@ class _CIFARBase(Dataset):
         """The raw sample before any transform: the 32 x 32 x 3 uint8 image and its fine label."""
         return np.asarray(self.images[index]), int(self.targets[index])
 
+    @property
+    def num_views(self) -> int:
+        """Distinct items per sample: the 162 crop offsets x flips with augmentation, else 1."""
+        return crop_flip_views(self.padding) if self.augment else 1
+
     def __getitem__(self, index: int) -> dict:
+        return self.view_item(index, draw_crop_flip(self.padding) if self.augment else 0)
+
+    def view_item(self, index: int, view: int) -> dict:
+        """Sample ``index`` in view ``view`` (:mod:`densekd.data.finite_views`), without drawing from any RNG."""
+        if not 0 <= int(view) < self.num_views:
+            raise ValueError(f"{type(self).__name__}: view {view} is outside 0..{self.num_views - 1}")
         image = self.images[index]
         if self.augment:
-            image = cifar_augment(image)
-        return {"image": to_normalized_tensor(image, self.mean, self.std), "target": int(self.targets[index])}
+            image = crop_flip(image, view, self.padding)
+        return {"image": to_normalized_tensor(image, self.mean, self.std), "target": int(self.targets[index]),
+                "view": int(view)}
 
 
 @DATASETS.register()

@@ -41,12 +41,14 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
+from densekd.data.teacher_cache import CacheMismatch, FIX, batch_key, is_cache_key
 from densekd.distill.taps import FeatureTaps, TapError, expand_taps, resolve_module
 from densekd.losses.base import Adversarial, ExtraViews, InitStage, SelfTeacher, SeparateParams, TeacherFree, \
     TeacherModules, check_capabilities
@@ -91,6 +93,7 @@ class Distiller(nn.Module):
             for p in t.parameters():
                 p.requires_grad_(False)
         self.epoch = 0.0
+        self.cached_teachers = False  # teacher taps from the batch (use_teacher_cache)
         self.terms: list[Term] = [self._parse(i, cfg) for i, cfg in enumerate(terms)]
         self.losses = nn.ModuleDict()
         self.connectors = nn.ModuleDict()
@@ -260,12 +263,29 @@ class Distiller(nn.Module):
             if memory_format is not None:
                 t.to(memory_format=memory_format)
 
-    def _teacher_forward(self, batch: dict) -> list[Any]:
+    def teacher_tap_paths(self, i: int) -> list[str]:
+        """Every tap of teacher ``i`` a term reads (initialisation-stage terms included), in term order, once each:
+        what an offline teacher cache must hold for it."""
+        return list(dict.fromkeys(p for term in self.terms if i in term.teacher_ids for p in term.t_paths))
+
+    def use_teacher_cache(self) -> None:
+        """Take the teachers' taps from the batch (``batch['teacher_cache/<i>/<tap>']``, added by
+        :class:`~densekd.data.teacher_cache.TeacherCacheDataset`) instead of running them; the strategy checks
+        the cache against the teachers first (:func:`densekd.distill.cache.check_cache`). Terms that read other
+        views of the batch (:class:`~densekd.losses.base.ExtraViews`) still run the teachers there."""
+        self.cached_teachers = True
+
+    def teacher_taps(self, batch: dict) -> list[Any]:
+        """Per teacher, ``collect(paths) -> tensors`` of its taps on this batch: from a forward without
+        gradients, or from the batch's cached entries (:meth:`use_teacher_cache`)."""
+        if self.cached_teachers:
+            return [functools.partial(_cached_taps, batch, i) for i in range(len(self._teachers))]
         outs = []
         with torch.no_grad():
             for i, t in enumerate(self._teachers):
                 self.t_taps[i].clear()
-                outs.append(t(batch_input(batch, self.teacher_inputs[i], f"teacher {i}")))
+                out = t(batch_input(batch, self.teacher_inputs[i], f"teacher {i}"))
+                outs.append(functools.partial(self.t_taps[i].collect, output=out))
         return outs
 
     def _term_inputs(self, term: Term, s_out, t_outs):
@@ -274,7 +294,7 @@ class Distiller(nn.Module):
             s = [c(x) for c, x in zip(self.connectors[term.name], s)]
         if not term.teacher_ids:  # teacher-free term: one loss call with teacher=None
             return (s[0] if term.single else s), [None]
-        per_teacher = [self.t_taps[i].collect(term.t_paths, t_outs[i]) for i in term.teacher_ids]
+        per_teacher = [t_outs[i](term.t_paths) for i in term.teacher_ids]
         if term.ensemble == "mean" and len(per_teacher) > 1:
             try:
                 per_teacher = [[torch.stack(xs).mean(0) for xs in zip(*per_teacher)]]
@@ -316,8 +336,8 @@ class Distiller(nn.Module):
         active = [t for t in self.terms if not t.init_only]
         if not active:
             return output, losses
-        t_outs = self._teacher_forward(batch)
-        extra = {k: v for k, v in batch.items()}
+        t_outs = self.teacher_taps(batch)
+        extra = {k: v for k, v in batch.items() if not is_cache_key(k)}
         extra["epoch"] = self.epoch
         # every term's inputs first: the forwards on other views and the self-teacher forwards below record
         # into the same taps
@@ -365,7 +385,7 @@ class Distiller(nn.Module):
             with torch.no_grad():
                 for i in sorted({i for t in users for i in t.teacher_ids}):
                     self.t_taps[i].clear()
-                    t_outs[i] = self._teachers[i](batch[key])
+                    t_outs[i] = functools.partial(self.t_taps[i].collect, output=self._teachers[i](batch[key]))
             for term in users:
                 s, ts = self._term_inputs(term, s_out, t_outs)
                 for j, t in enumerate(ts):
@@ -408,8 +428,9 @@ class Distiller(nn.Module):
         self.student.train(trains_student and self.training)
         with contextlib.nullcontext() if trains_student else torch.no_grad():
             s_out = self.student(batch_input(batch, self.student_input, "the student"))
-        t_outs = self._teacher_forward(batch)
-        extra = dict(batch, epoch=self.epoch)
+        t_outs = self.teacher_taps(batch)
+        extra = {k: v for k, v in batch.items() if not is_cache_key(k)}
+        extra["epoch"] = self.epoch
         losses = {}
         for term in self.init_terms():
             s, ts = self._term_inputs(term, s_out, t_outs)
@@ -433,3 +454,12 @@ class Distiller(nn.Module):
                     params += list(m.separate_parameters())
         return params
 
+
+
+def _cached_taps(batch: dict, teacher: int, paths: list[str]) -> list[torch.Tensor]:
+    """Teacher ``teacher``'s cached tensors at ``paths`` from the batch (see :meth:`Distiller.use_teacher_cache`)."""
+    try:
+        return [batch[batch_key(teacher, p)] for p in paths]
+    except KeyError as exc:
+        raise CacheMismatch(f"the batch has no cached teacher tensor {exc.args[0]!r}: the training set is not read "
+                            f"through the teacher cache, or the cache lacks that tap; write it with {FIX}") from None

@@ -382,6 +382,34 @@ def calibrate_batchnorm(model: nn.Module, batches, input_key: str = "image") -> 
     model.eval()
 
 
+def calibration_batches(dataset, batch_size: int, seed: int, n: int = 4):
+    """``n`` batches of the first samples of ``dataset`` (outside the training order's RNG, under
+    ``forked_rng(seed + 1)``) for calibrating untrained teachers (:func:`calibrate_batchnorm`); the trainer and
+    ``tools/cache_teacher.py`` calibrate on the same ones."""
+    from densekd.data.sampling import collate_samples, forked_rng
+
+    size = min(len(dataset), batch_size)
+    with forked_rng(seed + 1):
+        for b in range(n):
+            items = [dataset[(b * size + i) % len(dataset)] for i in range(size)]
+            yield collate_samples(dataset, items)
+
+
+def with_teacher_cache(cfg: Config, train_set):
+    """The training set read through the config's ``teacher_cache`` (a file of ``tools/cache_teacher.py``; see
+    :mod:`densekd.data.teacher_cache`), or ``train_set`` itself when the config sets none. Only a strategy that
+    declares ``reads_teacher_cache`` takes one."""
+    if not cfg.get("teacher_cache"):
+        return train_set
+    from densekd.data.teacher_cache import config_path, wrap_view_dataset
+
+    if not getattr(strategy_class(cfg), "reads_teacher_cache", False):
+        raise ConfigError(f"teacher_cache is set, but strategy {strategy_config(cfg)['type']!r} runs its teachers on "
+                          f"inputs it makes itself (or has none); only the 'distillation' strategy reads a teacher "
+                          f"cache: remove teacher_cache")
+    return wrap_view_dataset(train_set, config_path(cfg["teacher_cache"]))
+
+
 def probe_batch(dataset, n: int = 2) -> dict:
     """A small collated batch of training samples (outside the training RNG) for observing feature shapes."""
     from densekd.data.sampling import collate_samples, forked_rng

@@ -17,7 +17,7 @@ TOP_LEVEL = {
     "task_weight": None, "data": "data", "optimizer": "optimizer", "lr_schedule": "lr_schedule",
     "train": "train", "seed": None, "work_dir": None, "deterministic": None, "description": None,
     "strategy": "STRATEGIES", "student_input": None, "load_from": "load_from", "freeze": None,
-    "probe": "probe", "synthesis": "synthesis", "freeze_bn_stats": None,
+    "probe": "probe", "synthesis": "synthesis", "freeze_bn_stats": None, "teacher_cache": "teacher_cache",
 }
 MOVED = {  # keys that moved, with where they live now
     "train.init_epochs": "strategy.init_epochs (the distillation strategy's initialisation phase)",
@@ -122,15 +122,15 @@ def validate(cfg: Config) -> None:
                 if split in value and value[split] is not None:
                     _check_typed(value[split], f"data.{split}", DATASETS, cfg)
         elif kind == "load_from":
-            if value:
-                from densekd.engine.builder import load_from_spec
+            from densekd.engine.builder import load_from_spec
 
-                try:
-                    load_from_spec(value)
-                except ConfigError as exc:
-                    raise ConfigError(f"{exc} (set in {cfg.source_of(key)})") from None
+            _check_parsed(load_from_spec, value, key, cfg)
         elif kind == "probe":
             _check_probe(value, cfg)
+        elif kind == "teacher_cache":
+            from densekd.data.teacher_cache import config_path
+
+            _check_parsed(config_path, value, key, cfg)
         elif kind == "synthesis":
             if value is not None:  # the section of tools/synthesize.py; its own module checks it (training ignores it)
                 from densekd.synthesis.settings import check_section
@@ -160,6 +160,15 @@ def validate(cfg: Config) -> None:
                           f"{cfg.source_of('train.iters')}); a schedule is either epoch- or iteration-based: "
                           f"set the other to None")
     cfg._validated_dump = cfg.dump()
+
+
+def _check_parsed(parse, value, key: str, cfg: Config) -> None:
+    """A set top-level key that ``parse(value)`` accepts; its error gains where the key was set."""
+    if value:
+        try:
+            parse(value)
+        except ValueError as exc:  # ConfigError included
+            raise ConfigError(f"{exc} (set in {cfg.source_of(key)})") from None
 
 
 def _check_probe(value, cfg: Config) -> None:

@@ -34,7 +34,7 @@ from densekd.config import Config, ConfigError
 from densekd.engine import distributed as dist
 from densekd.engine.distributed import rank_synchronised_buffers
 from densekd.engine.builder import (build_datasets, build_strategy, build_task, build_train_loader, build_val_loader,
-                                    strategy_config)
+                                    calibration_batches, strategy_config, with_teacher_cache)
 from densekd.engine.checkpoint import (atomic_save, atomic_write_text, load_checkpoint, require_training_checkpoint,
                                        rng_state, set_rng_state)
 from densekd.engine.evaluate import EvaluationInterrupted, run_evaluation, to_device
@@ -156,6 +156,7 @@ class Trainer:
 
         # -- data -------------------------------------------------------------
         self.train_set, self.val_set = build_datasets(cfg)
+        self.train_set = with_teacher_cache(cfg, self.train_set)
         self.task = build_task(cfg, self.train_set)
         self.train_loader = build_train_loader(cfg, self.train_set, self.seed, self.rank, self.world, on_cuda)
         self.batch_per_rank = self.train_loader.batch_sampler.batch_size
@@ -240,15 +241,7 @@ class Trainer:
 
     def _calibration_batches(self, n: int = 4):
         """A few training batches (outside the training order's RNG) for calibrating untrained teachers."""
-        from densekd.data.sampling import forked_rng
-
-        from densekd.data.sampling import collate_samples
-
-        size = min(len(self.train_set), self.batch_per_rank)
-        with forked_rng(self.seed + 1):
-            for b in range(n):
-                items = [self.train_set[(b * size + i) % len(self.train_set)] for i in range(size)]
-                yield collate_samples(self.train_set, items)
+        return calibration_batches(self.train_set, self.batch_per_rank, self.seed, n)
 
     def close(self) -> None:
         """Close the records and release the work dir (done by :meth:`train`; idempotent)."""

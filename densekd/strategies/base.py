@@ -66,6 +66,10 @@ class Strategy:
     """Base class; see the module docstring. Subclasses set ``self.module`` in ``__init__``."""
 
     module: nn.Module
+    #: whether the strategy takes its teachers' taps from an offline teacher cache (config key ``teacher_cache``,
+    #: :mod:`densekd.data.teacher_cache`); a strategy that runs teachers on inputs it makes (mixup, adversarial
+    #: samples) or has no teachers does not
+    reads_teacher_cache = False
 
     def __init__(self, ctx: BuildContext):
         self.ctx = ctx

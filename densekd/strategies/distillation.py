@@ -18,8 +18,11 @@ from __future__ import annotations
 
 import torch
 
+from densekd.data.multiview import find_wrapper
+from densekd.data.teacher_cache import TeacherCacheDataset
+from densekd.distill.cache import check_cache
 from densekd.distill.distiller import Distiller
-from densekd.engine.builder import build_student, build_teachers, calibrate_batchnorm, probe_batch
+from densekd.engine.builder import build_student, build_teachers, calibrate_batchnorm, probe_batch, teacher_configs
 from densekd.engine.optim import build_optimizer
 from densekd.registry import STRATEGIES
 from densekd.strategies.base import BuildContext, Phase, Strategy
@@ -28,13 +31,16 @@ from densekd.strategies.critics import CriticSteps
 
 @STRATEGIES.register("distillation")
 class DistillationStrategy(Strategy):
-    """Teachers -> one student through the config's ``distill`` terms (see the module docstring).
+    """Teachers -> one student through the config's ``distill`` terms (see the module docstring). With the config
+    key ``teacher_cache`` the teachers' taps come from the cache the training set reads (checked at start-up).
 
     Args:
         init_epochs: length of the initialisation phase of AB / FT / FSP terms (0 skips it).
         init_lr: its learning rate (default: ``optimizer.lr``; RepDistiller's FT paraphraser uses 0.01 for
             ResNet/WRN students).
     """
+
+    reads_teacher_cache = True
 
     def __init__(self, ctx: BuildContext, init_epochs: int = 30, init_lr: float | None = None):
         super().__init__(ctx)
@@ -49,6 +55,10 @@ class DistillationStrategy(Strategy):
                                 probe=probe_batch(ctx.train_set) if cfg.get("distill") else None,
                                 num_classes=getattr(ctx.train_set, "num_classes", None),
                                 num_data=len(ctx.train_set), teacher_inputs=inputs, student_input=ctx.student_input)
+        cache = find_wrapper(ctx.train_set, TeacherCacheDataset) if cfg.get("teacher_cache") else None
+        if cache is not None:  # the training set reads the teachers' taps from the cache: check it, then use it
+            check_cache(cache.attrs, self.distiller, teacher_configs(cfg), cache.path)
+            self.distiller.use_teacher_cache()
         student_params = sum(p.numel() for p in student.parameters())
         for name, n in self.distiller.oversized_connectors():
             ctx.warn(f"distill term {name!r}: its connectors have {n:,} parameters, more than the student's "
