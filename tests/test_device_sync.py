@@ -152,3 +152,39 @@ def test_compile_keeps_parameter_names_taps_and_losses(tiny_config, tmp_path):
     with pytest.raises(ValueError, match="train.compile must be True or a dict"):
         Trainer(load_config(tiny_config(extra=KD_AT), ["train.compile={'backnd': 'eager'}"]), tmp_path / "x",
                 device="cpu", synthetic=True)
+
+
+from densekd.registry import LOSSES  # noqa: E402
+
+
+@LOSSES.register("_RecordPrecision")
+class RecordPrecision(torch.nn.Module):
+    """A test term that records the dtype of what it receives and whether autocast is on inside it."""
+    seen: list = []
+
+    def __init__(self, **_):
+        super().__init__()
+
+    def forward(self, student, teacher, **extra):
+        RecordPrecision.seen.append((student.dtype, teacher.dtype, torch.is_autocast_enabled("cpu")))
+        return (student.float() - teacher.float()).pow(2).mean()
+
+
+def test_terms_run_in_float32_on_float32_taps_under_autocast(tiny_config, tmp_path):
+    """Under bf16 autocast (CPU autocast stands in for CUDA's) the networks run in bf16, every term gets float32
+    tensors with autocast off inside it, and KD equals its formula on the bf16 logits cast up."""
+    extra = TEACHER + "distill = [dict(type='_RecordPrecision', weight=1.0), dict(type='KD', T=4, weight=1.0)]\n"
+    trainer = trainer_for(tiny_config, tmp_path, extra)
+    batch = next(trainer.batches(0))
+    distiller = trainer.strategy.distiller
+    RecordPrecision.seen.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output, losses = distiller(batch)
+        with torch.no_grad():
+            t_logits = distiller.teachers[0](batch["image"])
+    assert output.dtype == torch.bfloat16 and t_logits.dtype == torch.bfloat16
+    assert RecordPrecision.seen == [(torch.float32, torch.float32, False)]
+    assert losses["KD"].dtype == torch.float32
+    s, t = output.detach().float() / 4, t_logits.float() / 4
+    want = (t.softmax(1) * (t.log_softmax(1) - s.log_softmax(1))).sum(1).mean() * 16
+    torch.testing.assert_close(losses["KD"].detach(), want, rtol=1e-5, atol=1e-6)

@@ -73,6 +73,25 @@ class Term:
     cfg: dict = field(default_factory=dict)
 
 
+def _fp32(x: Any) -> Any:
+    """``x`` with every half / bfloat16 tensor (in lists, tuples and dicts too) cast to float32."""
+    if isinstance(x, torch.Tensor):
+        return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+    if isinstance(x, (list, tuple)):
+        return type(x)(_fp32(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _fp32(v) for k, v in x.items()}
+    return x
+
+
+def _first_tensor(x: Any) -> torch.Tensor | None:
+    if isinstance(x, torch.Tensor):
+        return x
+    if isinstance(x, (list, tuple)):
+        return next((t for t in map(_first_tensor, x) if t is not None), None)
+    return None
+
+
 def _is_single(spec: Any, paths: list[str]) -> bool:
     return (spec is None or isinstance(spec, str)) and len(paths) == 1
 
@@ -322,6 +341,13 @@ class Distiller(nn.Module):
 
     def _call(self, term: Term, module: nn.Module, s, t, extra: dict) -> torch.Tensor:
         try:
+            device = _first_tensor(s)
+            if device is not None and torch.is_autocast_enabled(device.device.type):
+                # AMP: every term in float32 (softmax / KL, log-sum-exp, correlations, norms), on its tapped
+                # tensors cast up from the autocast dtype; the networks themselves stay in the low precision
+                with torch.autocast(device.device.type, enabled=False):
+                    views = {"views": _fp32(extra["views"])} if "views" in extra else {}
+                    return module(_fp32(s), _fp32(t), **{**extra, **views})
             return module(s, t, **extra)
         except (ValueError, RuntimeError) as exc:
             shapes = lambda xs: [tuple(x.shape) for x in (xs if isinstance(xs, (list, tuple)) else [xs])
