@@ -18,7 +18,8 @@ from densekd.engine.checkpoint import atomic_write_text
 
 SAFE_ON_RESUME = frozenset({
     "train.log_interval", "train.eval_interval", "train.checkpoint_interval", "train.eval_first",
-    "train.skip_nonfinite", "train.max_consecutive_skips", "train.find_unused_parameters",
+    "train.skip_nonfinite", "train.check_finite", "train.compile", "train.max_consecutive_skips",
+    "train.find_unused_parameters",
     "data.num_workers", "data.pin_memory", "data.persistent_workers", "data.prefetch_factor", "data.val_batch_size",
     "work_dir", "description",
 })
