@@ -134,3 +134,50 @@ def test_crd_under_torchrun_keeps_the_one_process_banks(tiny_config, tmp_path):
     for k in banks:
         moved = (a[k] != b[k]).any(1)
         assert torch.allclose(a[k], b[k], atol=1e-4), (k, moved.sum())
+
+
+def one_and_two_processes(cfg, tmp_path, port):
+    """The same config trained by 1 process and by 2 under torchrun (same global batch): the two checkpoints."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    base = [str(ROOT / "tools/train.py"), str(cfg), "--device", "cpu", "--seed", "0", "--synthetic"]
+    one = subprocess.run([sys.executable] + base + ["--work-dir", str(tmp_path / "one")], capture_output=True,
+                         text=True, timeout=600, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
+                         + base + ["--work-dir", str(tmp_path / "two")], capture_output=True, text=True, timeout=600,
+                         env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    return [torch.load(tmp_path / f"{n}/checkpoints/last.pth", weights_only=False) for n in ("one", "two")]
+
+
+def assert_close_state(a: dict, b: dict, keys, atol=5e-4):
+    keys = list(keys)
+    assert keys
+    for k in keys:
+        assert torch.allclose(a[k].float(), b[k].float(), atol=atol), (k, (a[k].float() - b[k].float()).abs().max())
+
+
+def test_holistic_critic_under_torchrun_matches_one_process(tiny_config, tmp_path):
+    """The adversarial term's critic steps outside DDP's forward: its gradients are averaged by hand, so the
+    2-process critic (and student) equal the 1-process ones. Without the gradient penalty (``gp_weight=0``),
+    whose interpolation weights each process draws for itself, and without the critic's BatchNorm (per-process
+    batch statistics, as in any DDP model without sync_bn), nothing is left to differ."""
+    extra = ("teacher = dict(model=dict(type='simple_cnn', num_classes=100, width=8, norm='gn'))\n"
+             "distill = [dict(type='KD', T=4, weight=0.9),\n"
+             "           dict(type='HolisticKD', student='feats[1]', teacher='feats[1]', weight=0.1, d_lr=1e-3, gp_weight=0, preprocess='tanh')]\n"
+             "train = dict(epochs=1, log_interval=2)\n")
+    a, b = one_and_two_processes(tiny_config(norm="gn", batch=8, extra=extra), tmp_path, 29535)
+    critic = [k for k in a["strategy"]["distill"] if "discriminator" in k and a["strategy"]["distill"][k].is_floating_point()]
+    assert_close_state(a["strategy"]["distill"], b["strategy"]["distill"], critic)
+    assert_close_state(a["model"], b["model"], a["model"])
+
+
+def test_mutual_learning_under_torchrun_matches_one_process(tiny_config, tmp_path):
+    """A multi-student strategy: every cohort member's weights after 2-process training equal 1-process ones."""
+    extra = ("strategy = dict(type='mutual_learning', peers=[dict(type='simple_cnn', num_classes=100, width=4, "
+             "norm='gn')], peer_loss=dict(type='KD', T=1.0), weight=1.0)\n"
+             "train = dict(epochs=1, log_interval=2)\n")
+    a, b = one_and_two_processes(tiny_config(norm="gn", batch=8, extra=extra), tmp_path, 29536)
+    assert set(a["models"]) == {"student", "peer1"}
+    for name in a["models"]:
+        assert_close_state(a["models"][name], b["models"][name], a["models"][name])
