@@ -154,3 +154,16 @@ def test_pairwise_memory_curve_has_a_row_per_node_count_and_says_what_it_skipped
     table = (tmp_path / "benchmark_pairwise-memory.md").read_text()
     assert "| 256 | 16 x 16 |" in table and "| 512 | 16 x 32 |" in table and "Not run: 4096" in table
     assert result["rows"] == saved["rows"]
+
+
+def test_mmap_threshold_option_is_recorded_with_the_memory_measure(tmp_path):
+    import subprocess
+    import sys
+
+    # a subprocess: mallopt changes this process's allocator for good
+    out = subprocess.run([sys.executable, str(TOOL), "--suite", "pairwise-memory", "--nodes", "256", "--channels",
+                          "4", "4", "--reps", "1", "--warmup", "0", "--device", "cpu", "--mmap-threshold", "1048576",
+                          "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    saved = json.loads((tmp_path / "benchmark_pairwise-memory.json").read_text())
+    assert saved["malloc_mmap_threshold"] == 1048576 and "mmap threshold fixed at 1048576" in saved["memory_measure"]

@@ -100,12 +100,34 @@ def _reset_rss_peak() -> bool:
         return False
 
 
+def _libc():
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
 def _malloc_trim() -> None:
     """Return glibc's free heap to the kernel (no-op without glibc)."""
     try:
-        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
+        _libc().malloc_trim(0)
+    except AttributeError:
         pass
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def fix_mmap_threshold(nbytes: int) -> bool:
+    """glibc: serve every allocation of ``nbytes`` or more by its own mmap, released on free, and stop the
+    threshold from adapting (by default it rises to the size of the largest block freed, up to 32 MiB, after
+    which such blocks come from the heap, where small allocations made in between fragment it: a step that
+    frees and re-allocates 16 MiB blocks while keeping small tensors can grow the RSS by many blocks). With it,
+    a CPU reading shows what a step allocates rather than how glibc's heap fragments. False without glibc."""
+    try:
+        return bool(_libc().mallopt(M_MMAP_THRESHOLD, int(nbytes)))
+    except AttributeError:
+        return False
 
 
 class StepMemory:

@@ -66,7 +66,7 @@ def pairwise_markdown(result: dict) -> str:
     fit = result.get("fit")
     if fit:
         lines += ["", f"Linear fit: {fit['mb_per_1k_nodes']:.2f} MB per 1k nodes + {fit['intercept_mb']:.1f} MB "
-                      f"(R^2 {fit['r2']:.3f}): memory {fit['verdict']}."]
+                      f"(R^2 {fit['r2']:.3f}); memory {fit['verdict']}."]
     if result.get("skipped"):
         lines += ["", result["skipped"]]
     return "\n".join(lines) + "\n"
