@@ -23,19 +23,8 @@ from densekd.bench.suites import SUITES, Size
 PAIRWISE = "pairwise-memory"
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
-    from densekd.engine.launch import add_cfg_options, non_negative_int
+    from densekd.engine.launch import add_cfg_options, non_negative_int, positive_int
 
     p = argparse.ArgumentParser(prog="tools/benchmark.py --suite", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -106,7 +106,19 @@ def _cls_methods() -> tuple[Method, ...]:
                  for p in sorted((ROOT / folder).glob("*.py")))
 
 
-SEG_SIZES = {"cpu": Size(2, (256, 512)), "cuda": Size(2, (512, 1024)), "quick": Size(2, (64, 128))}
+def _methods(folder: str, rows: list[tuple[str, str, str | None]]) -> tuple[Method, ...]:
+    """Methods from (name, config file stem under ``folder``, target kind) rows."""
+    return tuple(Method(name, f"{folder}/{stem}.py", kind) for name, stem, kind in rows)
+
+
+def _cityscapes(name: str, title: str, folder: str, student: str, rows: list, notes: tuple[str, ...]) -> Suite:
+    """A Cityscapes suite: its sizes, the keys that set them (the synthetic stand-in draws frames of
+    ``image_size``), the stand-in's length (the 2975 training frames); the first method is the loader line's."""
+    return Suite(name=name, title=title, student=f"{folder}/{student}.py", methods=_methods(folder, rows),
+                 loader_method=rows[0][0], notes=notes, image_keys=("crop_size",),
+                 synthetic_image_keys=("image_size",), synthetic_length=2975,
+                 sizes={"cpu": Size(2, (256, 512)), "cuda": Size(2, (512, 1024)), "quick": Size(2, (64, 128))})
+
 
 SUITES: dict[str, Suite] = {
     "cls": Suite(
@@ -115,42 +127,31 @@ SUITES: dict[str, Suite] = {
         sizes={"cpu": Size(64), "cuda": Size(64), "quick": Size(2)},
         # CIFAR-100's 50000 training images: CRD's memory banks (and its scoring choice) depend on the length
         synthetic_length=50000),
-    "seg": Suite(
-        name="seg", title="Cityscapes PSPNet-R101 -> PSPNet-R18 (structured KD)",
-        student="configs/cityscapes/pspnet_r18_baseline.py",
-        methods=(Method("PI", "configs/cityscapes/pspnet_r18_pi.py", "pixel-wise"),
-                 Method("PI_PA", "configs/cityscapes/pspnet_r18_pi_pa.py", "pair-wise"),
-                 Method("PI_PA_HO", "configs/cityscapes/pspnet_r18_pi_pa_ho.py", "holistic"),
-                 Method("CWD", "configs/cityscapes/pspnet_r18_cwd.py", "logit/feature")),
-        loader_method="PI", sizes=SEG_SIZES, image_keys=("crop_size",), synthetic_image_keys=("image_size",),
-        synthetic_length=2975,
-        notes=("The CIRKD-setting configs (configs/cityscapes/cirkd/) distil a DeepLabV3-R101 teacher into other "
-               "students, not this pair: see --suite seg-cirkd.",)),
-    "seg-cirkd": Suite(
-        name="seg-cirkd", title="Cityscapes DeepLabV3-R101 -> DeepLabV3-R18 (CIRKD's setting)",
-        student="configs/cityscapes/cirkd/deeplabv3_r18_baseline.py",
-        methods=(Method("KD", "configs/cityscapes/cirkd/deeplabv3_r18_kd.py", "pixel-wise"),
-                 Method("CWD", "configs/cityscapes/cirkd/deeplabv3_r18_cwd.py", "logit/feature"),
-                 Method("IFVD", "configs/cityscapes/cirkd/deeplabv3_r18_ifvd.py", "logit/feature"),
-                 Method("DIST", "configs/cityscapes/cirkd/deeplabv3_r18_dist.py", "logit/feature"),
-                 Method("SKD", "configs/cityscapes/cirkd/deeplabv3_r18_skd.py", "holistic"),
-                 Method("CIRKD", "configs/cityscapes/cirkd/deeplabv3_r18_cirkd.py", None)),
-        loader_method="KD", sizes=SEG_SIZES, image_keys=("crop_size",), synthetic_image_keys=("image_size",),
-        synthetic_length=2975,
-        notes=("configs/cityscapes/cirkd/pspnet_r18_{kd,dist,cirkd}.py share this teacher but distil a PSPNet-R18 "
-               "student; they are not in a suite.",
-               "The issue sets no target for CIRKD's cross-image relation terms.")),
+    "seg": _cityscapes(
+        "seg", "Cityscapes PSPNet-R101 -> PSPNet-R18 (structured KD)", "configs/cityscapes", "pspnet_r18_baseline",
+        [("PI", "pspnet_r18_pi", "pixel-wise"), ("PI_PA", "pspnet_r18_pi_pa", "pair-wise"),
+         ("PI_PA_HO", "pspnet_r18_pi_pa_ho", "holistic"), ("CWD", "pspnet_r18_cwd", "logit/feature")],
+        ("The CIRKD-setting configs (configs/cityscapes/cirkd/) distil a DeepLabV3-R101 teacher into other "
+         "students, not this pair: see --suite seg-cirkd.",)),
+    "seg-cirkd": _cityscapes(
+        "seg-cirkd", "Cityscapes DeepLabV3-R101 -> DeepLabV3-R18 (CIRKD's setting)", "configs/cityscapes/cirkd",
+        "deeplabv3_r18_baseline",
+        [("KD", "deeplabv3_r18_kd", "pixel-wise"), ("CWD", "deeplabv3_r18_cwd", "logit/feature"),
+         ("IFVD", "deeplabv3_r18_ifvd", "logit/feature"), ("DIST", "deeplabv3_r18_dist", "logit/feature"),
+         ("SKD", "deeplabv3_r18_skd", "holistic"), ("CIRKD", "deeplabv3_r18_cirkd", None)],
+        ("configs/cityscapes/cirkd/pspnet_r18_{kd,dist,cirkd}.py share this teacher but distil a PSPNet-R18 "
+         "student; they are not in a suite.", "The issue sets no target for CIRKD's cross-image relation terms.")),
     "depth": Suite(
         name="depth", title="NYU-Depth v2 FPN-R101 -> FPN-R18",
         student="configs/nyu/depth/student_fpn_r18.py",
-        methods=(Method("DepthKD", "configs/nyu/depth/r101-r18_depthkd.py", "pixel-wise"),
-                 Method("DepthKD_confidence", "configs/nyu/depth/r101-r18_depthkd_confidence.py", "pixel-wise"),
-                 Method("DepthKD_silog", "configs/nyu/depth/r101-r18_depthkd_silog.py", "pixel-wise"),
-                 Method("AT", "configs/nyu/depth/r101-r18_at.py", "logit/feature"),
-                 Method("FitNet", "configs/nyu/depth/r101-r18_fitnet.py", "logit/feature"),
-                 Method("CWD", "configs/nyu/depth/r101-r18_cwd.py", "logit/feature"),
-                 Method("PairWise", "configs/nyu/depth/r101-r18_pairwise.py", "pair-wise"),
-                 Method("Holistic", "configs/nyu/depth/r101-r18_holistic.py", "holistic")),
+        methods=_methods("configs/nyu/depth", [("DepthKD", "r101-r18_depthkd", "pixel-wise"),
+                                               ("DepthKD_confidence", "r101-r18_depthkd_confidence", "pixel-wise"),
+                                               ("DepthKD_silog", "r101-r18_depthkd_silog", "pixel-wise"),
+                                               ("AT", "r101-r18_at", "logit/feature"),
+                                               ("FitNet", "r101-r18_fitnet", "logit/feature"),
+                                               ("CWD", "r101-r18_cwd", "logit/feature"),
+                                               ("PairWise", "r101-r18_pairwise", "pair-wise"),
+                                               ("Holistic", "r101-r18_holistic", "holistic")]),
         loader_method="DepthKD",
         sizes={"cpu": Size(2, (224, 288)), "cuda": Size(8, (416, 544)), "quick": Size(2, (64, 96))},
         image_keys=("crop_size",), synthetic_image_keys=("size",),
