@@ -15,6 +15,7 @@ skipped and the report says so.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 from densekd.bench.measure import MB, StepMemory, run_block, summarize
@@ -48,6 +49,11 @@ def linear_fit(xs: list[float], ys: list[float]) -> dict | None:
     return {"slope": slope, "intercept": intercept, "r2": 1.0 - ss_res / ss_tot if ss_tot > 0 else 1.0}
 
 
+def _forward_backward(loss, s, t) -> None:
+    loss(s, t).backward()
+    s.grad = None
+
+
 def run_pairwise(nodes=DEFAULT_NODES, device: str = "cpu", batch: int = 1, channels=(128, 512), reps: int = 3,
                  warmup: int = 1, max_nodes: int | None = None, progress=None) -> dict:
     """Time and measure PairWiseKD at each node count up to ``max_nodes``; the result as a dict."""
@@ -71,15 +77,11 @@ def run_pairwise(nodes=DEFAULT_NODES, device: str = "cpu", batch: int = 1, chann
         gen = torch.Generator().manual_seed(n)
         s = torch.randn(batch, channels[0], h, w, generator=gen).to(dev).requires_grad_(True)
         t = torch.randn(batch, channels[1], h, w, generator=gen).to(dev)
-
-        def step():
-            loss(s, t).backward()
-            s.grad = None
-
+        step = functools.partial(_forward_backward, loss, s, t)
         stats = summarize(run_block(step, reps, warmup, sync))
         peak = memory.measure(step)
         rows.append({"nodes": n, "grid": [h, w], **stats, "peak_mb": None if peak is None else peak / MB})
-        del s, t
+        del s, t, step  # the next count's maps do not share memory with these
     result = {"suite": "pairwise-memory", "loss": "PairWiseKD(scale=None): every pixel a node", "batch": batch,
               "channels": list(channels), "reps": reps, "warmup": warmup, "memory_measure": memory.kind,
               "environment": environment(dev, torch.get_num_threads()), "rows": rows, "max_nodes": limit,

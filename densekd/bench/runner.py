@@ -31,7 +31,7 @@ from pathlib import Path
 from densekd.bench.measure import MB, Candidate, StepMemory, run_block, run_rounds, summarize
 from densekd.bench.suites import ROOT, Method, Size, Suite
 
-STUDENT, TEACHER, BOUND = "student alone", "teacher forward", "bound"
+STUDENT, TEACHER = "student alone", "teacher forward"
 
 
 class BuildError(ValueError):
@@ -175,77 +175,122 @@ def _row(name: str, role: str, samples: list[float], peak: int | None, **extra) 
             "peak_mb": None if peak is None else peak / MB, **extra}
 
 
+@dataclass
+class Built:
+    """The trainers of a suite run, each with its fixed batch; ``source`` holds the teacher that is timed."""
+
+    student: object
+    student_batch: dict
+    methods: dict[str, tuple[Method, object, dict]]  # name -> (method, trainer, batch)
+    source: object
+    scratch: Path
+
+    def trainers(self) -> list:
+        return [self.student] + [tr for _, tr, _ in self.methods.values()]
+
+    def close(self) -> None:
+        for tr in self.trainers():
+            tr.close()
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+
+def build_all(run: SuiteRun, device) -> Built:
+    """Every trainer of ``run`` and its fixed batch; a config that cannot be built is a :class:`BuildError`
+    naming the candidate (the trainers built so far are closed)."""
+    from densekd.engine.launch import USER_ERRORS, one_line
+
+    options = run.suite.size_options(run.size) + list(run.cfg_options)
+    settings = run.suite.dataset_settings(run.size, synthetic=not run.data_root)
+    scratch = Path(tempfile.mkdtemp(prefix=f"densekd-bench-{run.suite.name}-"))
+    built: list = []
+
+    def build(name: str, config: str):
+        try:
+            built.append(build_trainer(config, options, settings, str(device), run.data_root,
+                                       scratch / f"t{len(built)}"))
+        except USER_ERRORS as exc:  # which candidate failed, then the error's own line
+            for tr in built:
+                tr.close()
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise BuildError(f"{name} ({config}): {one_line(exc)}") from exc
+        return built[-1]
+
+    student = build(STUDENT, run.suite.student)
+    methods = {m.name: (m, build(m.name, m.config)) for m in run.methods}
+    methods = {name: (m, tr, fixed_batch(tr)) for name, (m, tr) in methods.items()}
+    source = methods.get(run.suite.loader_method, next(iter(methods.values())))[1]
+    return Built(student, fixed_batch(student), methods, source, scratch)
+
+
 def run_suite(run: SuiteRun) -> dict:
     """Build, time and measure every candidate of ``run`` (see the module docstring); the result as a dict."""
     import torch
 
     from densekd.engine import distributed as dist
-    from densekd.engine.launch import USER_ERRORS, one_line
 
     device = dist.setup(run.device)
     if run.threads is not None:
         torch.set_num_threads(run.threads)
-    cuda = device.type == "cuda"
-    sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
-    options = run.suite.size_options(run.size) + list(run.cfg_options)
-    settings = run.suite.dataset_settings(run.size, synthetic=not run.data_root)
-    scratch = Path(tempfile.mkdtemp(prefix=f"densekd-bench-{run.suite.name}-"))
-    trainers: dict[str, object] = {}
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    built = build_all(run, device)
     try:
-        def build(name: str, config: str):
-            try:
-                trainers[name] = build_trainer(config, options, settings, str(device), run.data_root,
-                                               scratch / f"t{len(trainers)}")
-            except USER_ERRORS as exc:  # which candidate failed, then the error's own line
-                raise BuildError(f"{name} ({config}): {one_line(exc)}") from exc
-            return trainers[name]
-
-        student = build(STUDENT, run.suite.student)
-        student_batch = fixed_batch(student)
-        methods = {m.name: (m, build(m.name, m.config)) for m in run.methods}
-        batches = {name: fixed_batch(tr) for name, (_, tr) in methods.items()}
-        source = methods.get(run.suite.loader_method, next(iter(methods.values())))[1]
-        candidates = [Candidate(STUDENT, lambda: student.train_iteration(student_batch)),
-                      Candidate(TEACHER, teacher_forward(source, student_batch))]
-        candidates += [Candidate(name, (lambda tr, b: lambda: tr.train_iteration(b))(tr, batches[name]))
-                       for name, (_, tr) in methods.items()]
+        student, batch = built.student, built.student_batch
+        candidates = [Candidate(STUDENT, lambda: student.train_iteration(batch)),
+                      Candidate(TEACHER, teacher_forward(built.source, batch))]
+        candidates += [Candidate(name, (lambda tr, b: lambda: tr.train_iteration(b))(tr, b))
+                       for name, (_, tr, b) in built.methods.items()]
         samples = run_rounds(candidates, run.reps, run.warmup, sync, progress=_progress(run))
         memory = StepMemory(device)
         peaks = {c.name: memory.measure(c.fn) for c in candidates}
-        line = None
-        if run.loader and run.suite.loader_method in methods:
-            name = run.suite.loader_method
-            line = {"method": name, **loader_line(methods[name][1], batches[name], run.reps, run.warmup, sync)}
-
-        result = {
-            "suite": run.suite.name, "title": run.suite.title, "size": run.size_name, "batch": run.size.batch,
-            "image_size": list(run.size.image) if run.size.image else None, "reps": run.reps, "warmup": run.warmup,
-            "data": f"real ({run.data_root})" if run.data_root else "synthetic", "cfg_options": options,
-            "dataset_settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
-            "environment": environment(device, torch.get_num_threads()), "memory_measure": memory.kind,
-            "timing": "medians of interleaved rounds: after the warm-up rounds, each round runs one step of every "
-                      "candidate in the order listed", "student_config": run.suite.student,
-        }
-        result["student"] = _row(STUDENT, "student", samples[STUDENT], peaks[STUDENT], config=run.suite.student)
-        result["teacher"] = _row(TEACHER, "teacher", samples[TEACHER], peaks[TEACHER],
-                                 config=str(Path(source.cfg.filename).relative_to(ROOT)))
-        bound = result["student"]["median_ms"] + result["teacher"]["median_ms"]
-        result["bound_ms"] = bound
-        result["methods"] = {}
-        for name, (method, tr) in methods.items():
-            row = _row(name, "method", samples[name], peaks[name], config=method.config, kind=method.kind,
-                       target=method.target, notes=step_notes(tr), **tr.strategy.summary())
-            row["ratio"] = row["median_ms"] / bound
-            row["within_target"] = None if method.target is None else row["ratio"] <= method.target
-            result["methods"][name] = row
+        notes = list(run.suite.notes)
+        line, name = None, run.suite.loader_method
+        if run.loader and name in built.methods:
+            _, tr, b = built.methods[name]
+            line = {"method": name, **loader_line(tr, b, run.reps, run.warmup, sync)}
+        elif run.loader:
+            notes.append(f"No loader line: its method {name} is not among --methods.")
+        result = _header(run, device, memory.kind)
+        result.update(_rows(run, built, samples, peaks))
         result["loader_line"] = line
-        result["build_warnings"] = sorted({w for i in range(len(trainers)) for w in build_warnings(scratch / f"t{i}")})
-        result["notes"] = list(run.suite.notes)
+        result["build_warnings"] = sorted({w for i in range(len(built.trainers()))
+                                           for w in build_warnings(built.scratch / f"t{i}")})
+        result["notes"] = notes
         return result
     finally:
-        for tr in trainers.values():
-            tr.close()
-        shutil.rmtree(scratch, ignore_errors=True)
+        built.close()
+
+
+def _header(run: SuiteRun, device, memory_kind: str) -> dict:
+    """The run's settings and environment."""
+    import torch
+
+    settings = run.suite.dataset_settings(run.size, synthetic=not run.data_root)
+    return {
+        "suite": run.suite.name, "title": run.suite.title, "size": run.size_name, "batch": run.size.batch,
+        "image_size": list(run.size.image) if run.size.image else None, "reps": run.reps, "warmup": run.warmup,
+        "data": f"real ({run.data_root})" if run.data_root else "synthetic",
+        "cfg_options": run.suite.size_options(run.size) + list(run.cfg_options),
+        "dataset_settings": {k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()},
+        "environment": environment(device, torch.get_num_threads()), "memory_measure": memory_kind,
+        "timing": "medians of interleaved rounds: after the warm-up rounds, each round runs one step of every "
+                  "candidate in the order listed", "student_config": run.suite.student,
+    }
+
+
+def _rows(run: SuiteRun, built: Built, samples: dict, peaks: dict) -> dict:
+    """Student, teacher, the bound and every method's row with its ratio and target."""
+    out = {"student": _row(STUDENT, "student", samples[STUDENT], peaks[STUDENT], config=run.suite.student),
+           "teacher": _row(TEACHER, "teacher", samples[TEACHER], peaks[TEACHER],
+                           config=str(Path(built.source.cfg.filename).relative_to(ROOT)))}
+    bound = out["bound_ms"] = out["student"]["median_ms"] + out["teacher"]["median_ms"]
+    out["methods"] = {}
+    for name, (method, tr, _) in built.methods.items():
+        row = _row(name, "method", samples[name], peaks[name], config=method.config, kind=method.kind,
+                   target=method.target, notes=step_notes(tr), **tr.strategy.summary())
+        row["ratio"] = row["median_ms"] / bound
+        row["within_target"] = None if method.target is None else row["ratio"] <= method.target
+        out["methods"][name] = row
+    return out
 
 
 def _progress(run: SuiteRun):
