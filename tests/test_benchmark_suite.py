@@ -167,3 +167,11 @@ def test_mmap_threshold_option_is_recorded_with_the_memory_measure(tmp_path):
     assert out.returncode == 0, out.stderr
     saved = json.loads((tmp_path / "benchmark_pairwise-memory.json").read_text())
     assert saved["malloc_mmap_threshold"] == 1048576 and "mmap threshold fixed at 1048576" in saved["memory_measure"]
+
+
+def test_options_of_the_other_mode_are_refused(capsys):
+    tool = load_tool()
+    for argv in (["--suite", "pairwise-memory", "--methods", "KD"], ["--suite", "cls", "--nodes", "256"]):
+        with pytest.raises(SystemExit) as exc:
+            tool.main(argv + ["--device", "cpu"])
+        assert exc.value.code == 2 and "apply to" in capsys.readouterr().err

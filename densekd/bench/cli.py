@@ -67,7 +67,12 @@ def main(argv=None) -> dict:
     from densekd.bench import report
     from densekd.engine.launch import USER_ERRORS, fail
 
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    if args.suite == PAIRWISE and (args.methods or args.image_size or args.data_root):
+        p.error("--methods, --image-size and --data-root apply to the method suites, not to pairwise-memory")
+    if args.suite != PAIRWISE and (args.nodes or args.max_nodes):
+        p.error("--nodes and --max-nodes apply to --suite pairwise-memory only")
     device = _device(args.device)
     threads = args.threads if args.threads is not None else (1 if device == "cpu" else None)
     reps = args.reps if args.reps is not None else (2 if args.quick else 3 if args.suite == PAIRWISE else 7)

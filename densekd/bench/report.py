@@ -12,6 +12,10 @@ def _num(value, fmt: str = "{:.1f}") -> str:
     return DASH if value is None else fmt.format(value)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _yes_no(value) -> str:
     return DASH if value is None else ("yes" if value else "no")
 
@@ -24,8 +28,8 @@ def suite_markdown(result: dict) -> str:
         f"# Step cost: {result['title']} (`--suite {result['suite']}`)", "",
         f"Batch {result['batch']}{image} ({result['size']} size), {result['data']} data, {env['device']}"
         f"{' (' + env['gpu'] + ')' if env.get('gpu') else ''}, torch {env['torch']}, {env['threads']} thread(s). "
-        f"Medians of {result['reps']} interleaved rounds after {result['warmup']} warm-up rounds; IQR = "
-        f"interquartile range. Memory: {result['memory_measure']}.", "",
+        f"Medians of {_count(result['reps'], 'interleaved round')} after {_count(result['warmup'], 'warm-up round')}; "
+        f"IQR = interquartile range. Memory: {result['memory_measure']}.", "",
         "| method | median ms | IQR ms | ratio to bound | per-step peak MB | target | within target |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -56,7 +60,7 @@ def pairwise_markdown(result: dict) -> str:
         "# PairWiseKD memory against node count (`--suite pairwise-memory`)", "",
         f"Forward + backward of PairWiseKD ({result['loss']}) on random B x C x H x W maps, batch {result['batch']}, "
         f"{result['channels'][0]} student / {result['channels'][1]} teacher channels, {env['device']}, torch "
-        f"{env['torch']}, {env['threads']} thread(s); median of {result['reps']} steps. Memory: "
+        f"{env['torch']}, {env['threads']} thread(s); median of {_count(result['reps'], 'step')}. Memory: "
         f"{result['memory_measure']}.", "",
         "| nodes | grid | median ms | per-step peak MB |", "|---|---|---|---|",
     ]
