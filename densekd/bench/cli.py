@@ -26,7 +26,7 @@ PAIRWISE = "pairwise-memory"
 def parser() -> argparse.ArgumentParser:
     from densekd.engine.launch import add_cfg_options, non_negative_int, positive_int
 
-    p = argparse.ArgumentParser(prog="tools/benchmark.py --suite", description=__doc__,
+    p = argparse.ArgumentParser(prog="tools/benchmark.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--suite", required=True, choices=[*SUITES, PAIRWISE])
     p.add_argument("--methods", nargs="+", default=None, metavar="NAME",
