@@ -4,6 +4,13 @@
     python tools/benchmark.py CONFIG [--synthetic] [--data-root PATH] [--iters 20] [--warmup 3] [--quick]
                              [--device cpu|cuda] [--cfg-options ...] [--out FILE]
     python tools/benchmark.py imagenet [--synthetic] [--data-root PATH] [--quick] ...
+    python tools/benchmark.py --suite cls|seg|seg-cirkd|depth [--methods KD CRD ...] [--device cpu|cuda]
+                             [--out DIR] [--reps N] [--warmup N] [--threads N] [--quick]
+    python tools/benchmark.py --suite pairwise-memory [--device cpu|cuda] [--nodes ...] [--max-nodes N]
+
+With --suite it runs a per-method suite instead (densekd/bench/: every method's step of one teacher -> student
+pair against the bound student step + teacher forward, interleaved rounds, per-step peak memory; JSON +
+Markdown; see `python tools/benchmark.py --suite cls --help`). Without it, one CONFIG:
 
 Builds the run exactly as tools/train.py does (teachers, distillation terms, AMP, channels_last, the loader's
 workers and decoding) and times, after `warmup` batches each:
@@ -67,6 +74,11 @@ def synthetic_imagenet_tree(images: int, size=TREE_SIZE, classes: int = 8) -> Pa
 
 
 def main(argv=None) -> dict:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    if any(a == "--suite" or a.startswith("--suite=") for a in argv):
+        from densekd.bench.cli import main as suite_main
+
+        return suite_main(argv)
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser)
     parser.add_argument("--iters", type=int, default=None, help="timed batches / steps of each measurement (20)")
