@@ -81,7 +81,8 @@ def test_pairwise_grid_and_linear_fit():
 def test_suites_list_every_cls_config_and_set_sizes_on_the_innermost_dataset():
     cls = SUITES["cls"]
     folder = ROOT / "configs/cifar100/distill/resnet32x4-resnet8x4"
-    assert sorted(Path(m.config).name for m in cls.methods) == sorted(p.name for p in folder.glob("*.py"))
+    assert sorted(Path(m.config).name for m in cls.methods if not m.cached) == sorted(p.name for p in folder.glob("*.py"))
+    assert [m.name for m in cls.methods if m.cached] == ["KD_cached"] and cls.method("KD_cached").target == 0.5
     assert cls.method("crd").target == 1.10 and cls.method("KD").target == 1.05
     seg = SUITES["seg"]
     assert seg.method("pi_pa").target == 1.15 and seg.method("PI_PA_HO").target == 1.30
@@ -132,6 +133,28 @@ def test_cls_suite_bound_ratios_interleaving_table_and_loader_line(tmp_path, mon
     assert [r.split("|")[1].strip() for r in rows[1:]] == ["student alone", "teacher forward", "bound", "KD", "CRD"]
     assert "<= 1.10x (CRD)" in rows[-1]
     assert any(r.startswith("Loader line (KD)") for r in table)
+
+
+def test_cached_teacher_candidate_trains_from_a_cache_and_never_runs_the_teacher(tmp_path, monkeypatch):
+    """KD_cached writes a teacher cache for its run and trains from it: every step takes the teacher's taps from
+    the cache (the teacher forward the bound holds is timed once, on the cache-less teacher)."""
+    from densekd.distill.distiller import Distiller
+
+    modes = []
+    original = Distiller.teacher_taps
+
+    def recording(self, batch):
+        modes.append(self.cached_teachers)
+        return original(self, batch)
+
+    monkeypatch.setattr(Distiller, "teacher_taps", recording)
+    result = load_tool().main(["--suite", "cls", "--quick", "--methods", "KD_cached", "--device", "cpu", "--reps",
+                               "2", "--warmup", "1", "--out", str(tmp_path), "--no-loader-line",
+                               "--cfg-options", "data.num_workers=0"])
+    row = result["methods"]["KD_cached"]
+    assert row["kind"] == "cached teacher" and row["target"] == 0.5 and row["config"].endswith("/kd.py")
+    # the cache writer runs the teacher (uncached); then warm-up, 2 rounds and the memory step read the cache
+    assert modes[-4:] == [True] * 4 and not any(modes[:-4])
 
 
 def test_unknown_method_is_a_one_line_error_naming_the_valid_ones(capsys):

@@ -5,7 +5,7 @@ import torch
 
 from densekd.config import load_config
 from densekd.engine.trainer import Trainer
-from tests.test_device_sync import KD_AT, TEACHER, counting_readbacks
+from tests.readbacks import KD_AT, TEACHER, counting_readbacks
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CRD = TEACHER + ("distill = [dict(type='KD', T=4, weight=0.9), dict(type='CRD', student='feats[-1]', "

@@ -1,7 +1,6 @@
 """GPU fast paths that can be checked on the CPU: no value read back from the device per training step with
 deferred finiteness checks (train.check_finite='interval'), failures still stop the run and never reach a
 checkpoint, and train.compile compiles the student in place."""
-import contextlib
 import math
 
 import pytest
@@ -10,32 +9,7 @@ import torch
 from densekd.config import load_config
 from densekd.engine.step import NonFiniteGuard, NonFiniteLossError, check_finite_mode
 from densekd.engine.trainer import Trainer
-
-TEACHER = "teacher = dict(model=dict(type='simple_cnn', num_classes=100, width=8))\n"
-KD_AT = TEACHER + "distill = [dict(type='KD', T=4, weight=0.9), dict(type='AT', student='feats[1:-1]', weight=100)]\n"
-READBACKS = ("item", "tolist", "__bool__", "__float__", "__int__")
-
-
-@contextlib.contextmanager
-def counting_readbacks():
-    """Count the Python-level calls that copy a tensor's value to the host (each one a device sync on a GPU)."""
-    counts = {name: 0 for name in READBACKS}
-    originals = {name: getattr(torch.Tensor, name) for name in READBACKS}
-
-    def wrap(name):
-        def counted(self, *args, **kwargs):
-            counts[name] += 1
-            return originals[name](self, *args, **kwargs)
-        return counted
-
-    for name in READBACKS:
-        setattr(torch.Tensor, name, wrap(name))
-    try:
-        yield counts
-    finally:
-        for name, fn in originals.items():
-            setattr(torch.Tensor, name, fn)
-
+from tests.readbacks import KD_AT, TEACHER, counting_readbacks
 
 def trainer_for(tiny_config, tmp_path, extra, **kwargs):
     cfg = load_config(tiny_config(extra=extra), kwargs.pop("options", []))

@@ -22,14 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from densekd.engine.launch import USER_ERRORS, add_config_args, default_work_dir, fail, prepare  # noqa: E402
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+from densekd.engine.launch import USER_ERRORS, add_config_args, default_work_dir, fail, positive_int, prepare  # noqa: E402
 
 
 def main(argv=None) -> Path:

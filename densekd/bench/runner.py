@@ -72,14 +72,11 @@ def leaf_datasets(node):
         yield from leaf_datasets(v)
 
 
-def build_trainer(config: str, options: list[str], settings: dict, device: str, data_root: str | None,
-                  work_dir: Path):
-    """A Trainer of ``config`` exactly as training builds it, on synthetic data unless ``data_root`` is given,
-    with ``settings`` on its training images' dataset, then ``options`` (``--cfg-options``) applied; teachers
-    without a checkpoint stay random (``synthetic=True`` turns that error into a warning)."""
+def trainer_config(config: str, options: list[str], settings: dict, data_root: str | None):
+    """``config`` on synthetic data unless ``data_root`` is given, with ``settings`` on its training images'
+    dataset, then ``options`` (``--cfg-options``) applied."""
     from densekd.config import apply_overrides, load_config
     from densekd.engine.builder import set_data_root, use_synthetic
-    from densekd.engine.trainer import Trainer
 
     cfg = load_config(ROOT / config)
     if data_root:
@@ -89,6 +86,30 @@ def build_trainer(config: str, options: list[str], settings: dict, device: str, 
     for ds in leaf_datasets((cfg.get("data") or {}).get("train")):
         ds.update(settings)
     apply_overrides(cfg, options)
+    return cfg
+
+
+def build_trainer(config: str, options: list[str], settings: dict, device: str, data_root: str | None,
+                  work_dir: Path, cached: bool = False):
+    """A Trainer of :func:`trainer_config` exactly as training builds it; teachers without a checkpoint stay
+    random (``synthetic=True`` turns that error into a warning). ``cached``: first write an offline teacher cache
+    of the run (``tools/cache_teacher.py``'s work) and train from it. The cache covers one batch of unaugmented
+    images (one view each), so that writing it takes one teacher forward: what a step costs does not depend on
+    the length of the training set or on its number of views."""
+    from densekd.engine.trainer import Trainer
+
+    if cached:
+        batch = int(trainer_config(config, options, settings, data_root)["data"]["batch_size"])
+        settings = dict(settings, num_samples=batch, augment=False)
+    cfg = trainer_config(config, options, settings, data_root)
+    if cached:
+        import torch
+
+        from densekd.distill.cache import write_config_cache
+
+        cache = work_dir.with_name(work_dir.name + "_teacher_cache.h5")
+        cfg["teacher_cache"] = str(write_config_cache(cfg, cache, synthetic=True, device=torch.device(device),
+                                                      log=lambda _: None))
     trainer = Trainer(cfg, work_dir, device=device, synthetic=True)
     trainer.strategy.train()
     return trainer
@@ -204,10 +225,10 @@ def build_all(run: SuiteRun, device) -> Built:
     scratch = Path(tempfile.mkdtemp(prefix=f"densekd-bench-{run.suite.name}-"))
     built: list = []
 
-    def build(name: str, config: str):
+    def build(name: str, config: str, cached: bool = False):
         try:
             built.append(build_trainer(config, options, settings, str(device), run.data_root,
-                                       scratch / f"t{len(built)}"))
+                                       scratch / f"t{len(built)}", cached=cached))
         except USER_ERRORS as exc:  # which candidate failed, then the error's own line
             for tr in built:
                 tr.close()
@@ -216,7 +237,7 @@ def build_all(run: SuiteRun, device) -> Built:
         return built[-1]
 
     student = build(STUDENT, run.suite.student)
-    methods = {m.name: (m, build(m.name, m.config)) for m in run.methods}
+    methods = {m.name: (m, build(m.name, m.config, m.cached)) for m in run.methods}
     methods = {name: (m, tr, fixed_batch(tr)) for name, (m, tr) in methods.items()}
     source = methods.get(run.suite.loader_method, next(iter(methods.values())))[1]
     return Built(student, fixed_batch(student), methods, source, scratch)

@@ -152,11 +152,17 @@ class _ChunkedSimilarityMSE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a: torch.Tensor, b: torch.Tensor, rows: int) -> torch.Tensor:
         g, _, n = a.shape
-        # per-block sums use torch's cascaded summation (accurate to ~1e-8 relative); torch.dot would not be
-        partial = [_diff_block(a, b, i0, i1).square_().sum() for i0, i1 in _row_chunks(n, rows)]
+        # per-block sums use torch's cascaded summation (accurate to ~1e-8 relative); torch.dot would not be.
+        # They are added into one scalar at once: a list of small live tensors between the freed blocks would
+        # split the allocator's free space (on the CPU the process then grows by a block per chunk)
+        total = None
+        for i0, i1 in _row_chunks(n, rows):
+            block = _diff_block(a, b, i0, i1).square_().sum()
+            total = block if total is None else total.add_(block)
+            del block
         ctx.save_for_backward(a, b)
         ctx.rows = rows
-        return torch.stack(partial).sum() / (g * n * n)
+        return total / (g * n * n)
 
     @staticmethod
     def backward(ctx, grad_out: torch.Tensor):
