@@ -162,3 +162,19 @@ def test_terms_run_in_float32_on_float32_taps_under_autocast(tiny_config, tmp_pa
     s, t = output.detach().float() / 4, t_logits.float() / 4
     want = (t.softmax(1) * (t.log_softmax(1) - s.log_softmax(1))).sum(1).mean() * 16
     torch.testing.assert_close(losses["KD"].detach(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_gpu_check_script_is_valid_bash_and_says_in_one_line_when_there_is_no_gpu(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    script = ROOT / "tools/gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is here: tools/gpu_check.sh would run in full")
+    out = subprocess.run(["bash", str(script), str(tmp_path / "gc")], capture_output=True, text=True, timeout=120,
+                         env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 1 and out.stdout.strip().splitlines() == [
+        "[gpu_check] no usable CUDA device: AssertionError: no CUDA device"]
