@@ -21,7 +21,9 @@ workers and decoding) and times, after `warmup` batches each:
 * the step alone: `iters` training steps on one batch already on the device: images/s the models sustain;
 * end to end: `iters` steps each on a new batch, as training runs.
 
-It reports seconds/iteration and images/second (per process) of each, `bound_by` ('data loading' when the loader
+Under torchrun (`torchrun --nproc_per_node=N tools/benchmark.py CONFIG ...`) every process steps on its share of
+the global batch (DDP); rank 0 reports, with `world_size` and the images/second of all processes together. It
+reports seconds/iteration and images/second (per process) of each, `bound_by` ('data loading' when the loader
 alone is slower than the step alone, else 'compute') and the peak memory (CUDA allocator peak on GPU, process
 peak RSS on CPU) as JSON.
 
@@ -108,9 +110,13 @@ def main(argv=None) -> dict:
             args.cfg_options = list(args.cfg_options) + [f"data.{split}.index_cache={str(tree / 'index')!r}"
                                                          for split in ("train", "val")]
             notes.append(f"synthetic ImageNet tree of {TREE_SIZE[0]} x {TREE_SIZE[1]} JPEGs at {tree}")
+    from densekd.engine import distributed as dist
+
     try:
         cfg = prepare(args)
-        trainer = Trainer(cfg, tempfile.mkdtemp(prefix="densekd-bench-"), device=args.device, synthetic=synthetic)
+        dist.setup(args.device)  # under torchrun: the process group first, so that every rank shares one work dir
+        work_dir = dist.broadcast_object(tempfile.mkdtemp(prefix="densekd-bench-") if dist.is_main() else None)
+        trainer = Trainer(cfg, work_dir, device=args.device, synthetic=synthetic)
     except USER_ERRORS as exc:
         fail(exc)
     trainer.strategy.train()
@@ -150,6 +156,7 @@ def main(argv=None) -> dict:
         **trainer.strategy.summary(), "iters_timed": iters, "warmup": warmup,
         "loader_seconds_per_batch": round(loader_s, 4), "loader_images_per_second": rate(loader_s),
         "step_seconds_per_iter": round(step_s, 4), "step_images_per_second": rate(step_s),
+        "step_images_per_second_all_processes": round(rate(step_s) * trainer.world, 2),
         "seconds_per_iter": round(end_s, 4), "images_per_second": rate(end_s),
         "bound_by": "data loading" if loader_s > step_s else "compute",
         "peak_memory_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else
@@ -158,10 +165,13 @@ def main(argv=None) -> dict:
         "notes": notes,
     }
     text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text + "\n")
+    if dist.is_main():  # under torchrun rank 0 speaks for all (each rank steps in lockstep with the others)
+        print(text)
+        if args.out:
+            Path(args.out).write_text(text + "\n")
     trainer.records.close()
+    trainer = None  # noqa: F841 - dropped before the process group goes (see distributed.teardown)
+    dist.teardown()
     return result
 
 
