@@ -38,8 +38,12 @@ def did_you_mean(word: str, candidates: Iterable[str]) -> str:
 def signature_params(fn: Callable) -> tuple[list[str], bool]:
     """(names of keyword-passable parameters, whether it accepts **kwargs)."""
     target = fn.__init__ if inspect.isclass(fn) else fn
-    if target is object.__init__ or getattr(target, "__qualname__", "") == "Module.__init__":
-        return [], False  # a class without its own __init__ takes no arguments, whatever *args says
+    if inspect.isclass(fn):
+        # a class without its own __init__ (below object / torch's Module) takes no arguments, whatever *args
+        # says; found by the class that defines __init__, since torch.compile's dynamo replaces Module.__init__
+        owner = next(k for k in fn.__mro__ if "__init__" in vars(k))
+        if owner is object or (owner.__name__ == "Module" and owner.__module__.startswith("torch.nn")):
+            return [], False
     sig = inspect.signature(target)
     names, var_kw = [], False
     for i, p in enumerate(sig.parameters.values()):

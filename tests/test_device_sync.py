@@ -178,3 +178,17 @@ def test_gpu_check_script_is_valid_bash_and_says_in_one_line_when_there_is_no_gp
                          env={"PYTHON": sys.executable, "PATH": "/usr/bin:/bin"})
     assert out.returncode == 1 and out.stdout.strip().splitlines() == [
         "[gpu_check] no usable CUDA device: AssertionError: no CUDA device"]
+
+
+def test_losses_without_their_own_init_still_build_after_dynamo_patched_module_init():
+    """torch.compile (dynamo) replaces nn.Module.__init__; the registry must still see that SP takes no
+    arguments, so a pipeline stage after a compiled one builds its terms."""
+    import torch._dynamo  # noqa: F401 - installs dynamo's Module.__init__
+
+    from densekd.registry import LOSSES, signature_params
+
+    torch._dynamo.reset()
+    torch.compile(torch.nn.Linear(2, 2), backend="eager")(torch.zeros(1, 2))
+    assert signature_params(LOSSES.get("SP")) == ([], False)
+    sp = LOSSES.build(dict(type="SP"), s_shapes=[torch.Size([2, 4, 3, 3])], num_classes=10)
+    assert isinstance(sp, torch.nn.Module)
