@@ -267,7 +267,7 @@ def test_cli_errors_are_one_line(trained, tmp_path, capsys):
         ([cfg, ckpt], "the probe needs a tap: give --layer TAP"),
         ([cfg, tmp_path / "missing.pth", "--layer", "layer3"], "checkpoint not found"),
         ([cfg, ckpt, "--layer", "layer3", "--cfg-options", "probe.target='label'"],
-         "has no labels: its samples have no 'label' (they have ['image', 'target'])"),
+         "has no labels: its samples have no 'label' (they have ['image', 'target', 'view'])"),
         ([cfg, ckpt, "--layer", "layer3", "--cfg-options", "probe.data.train=dict(type='_UnlabelledCIFAR', "
           "split='train', num_samples=8)"], "is unlabelled (its first 'target' is -1)"),
         ([cfg, ckpt, "--layer", "layer3", "--mode", "dense"], "probe.mode='dense' needs label maps"),
