@@ -191,3 +191,30 @@ def test_config_key_is_validated(tmp_path):
     with pytest.raises(ConfigError, match=r"teacher_cache must be the cache file's path or dict\(path=\.\.\.\).*set in"):
         validate(cfg)
     validate(config(tmp_path, extra="teacher_cache = dict(path='x.h5')\n"))
+
+
+def test_teachers_a_cache_replaces_stay_off_the_device(tmp_path):
+    """A cached run moves no teacher to the training device unless a term still needs it there: MLKD's strong
+    view runs the teacher, OFD reads the teacher's BatchNorms."""
+    from densekd.distill.distiller import Distiller
+    from densekd.registry import MODELS, TASKS
+
+    def distiller(terms, cached):
+        student, teacher = MODELS.build(dict(type="resnet8")), MODELS.build(dict(type="resnet14"))
+        d = Distiller(student, TASKS.build(dict(type="classification")), [teacher], terms,
+                      probe=torch.zeros(2, 3, 32, 32), num_classes=100, num_data=16)
+        if cached:
+            d.use_teacher_cache()
+        return d
+
+    kd = [dict(type="KD", T=4)]
+    assert distiller(kd, cached=False).teachers_needed()
+    assert not distiller(kd, cached=True).teachers_needed()
+    assert distiller([dict(type="MLKD")], cached=True).teachers_needed()
+    assert distiller([dict(type="OFD", student="preacts[1:-1]", teacher="preacts[1:-1]", teacher_bn="bn_before_relu")],
+                     cached=True).teachers_needed()
+    moved = []
+    d = distiller(kd, cached=True)
+    d.teachers[0].to = lambda *a, **k: moved.append(a)  # teachers_to must not call it
+    d.teachers_to(torch.device("cpu"))
+    assert moved == []

@@ -276,7 +276,19 @@ class Distiller(nn.Module):
             t.eval()  # teachers never leave eval mode
         return self
 
+    def teachers_needed(self) -> bool:
+        """Whether the teachers take part in the steps: always without a cache; with one (:meth:`use_teacher_cache`)
+        only when a term runs them on other views (``ExtraViews``) or takes their modules (``TeacherModules``,
+        e.g. OFD's BatchNorms)."""
+        if not self.cached_teachers:
+            return True
+        return any(isinstance(m, (ExtraViews, TeacherModules)) for term in self.terms for m in self.term_modules(term))
+
     def teachers_to(self, device: torch.device, memory_format: torch.memory_format | None = None) -> None:
+        """Move the teachers to ``device``; teachers that a cache replaces altogether stay where they are (the
+        CPU), so a cached run spends no GPU memory on them."""
+        if not self.teachers_needed():
+            return
         for t in self._teachers:
             t.to(device)
             if memory_format is not None:
