@@ -86,6 +86,8 @@ def test_suites_list_every_cls_config_and_set_sizes_on_the_innermost_dataset():
     assert cls.method("crd").target == 1.10 and cls.method("KD").target == 1.05
     seg = SUITES["seg"]
     assert seg.method("pi_pa").target == 1.15 and seg.method("PI_PA_HO").target == 1.30
+    full = seg.method("PI_PA_full")  # a variant without its own file: the pair-wise term on every decoder pixel
+    assert full.config == seg.method("PI_PA").config and full.options == ("distill.1.scale=None",)
     assert seg.dataset_settings(Size(2, (256, 512)), synthetic=True) == {
         "crop_size": (256, 512), "image_size": (256, 512), "num_samples": 2975}
     assert seg.dataset_settings(Size(2, (256, 512)), synthetic=False) == {"crop_size": (256, 512)}

@@ -225,9 +225,9 @@ def build_all(run: SuiteRun, device) -> Built:
     scratch = Path(tempfile.mkdtemp(prefix=f"densekd-bench-{run.suite.name}-"))
     built: list = []
 
-    def build(name: str, config: str, cached: bool = False):
+    def build(name: str, config: str, cached: bool = False, own: tuple[str, ...] = ()):
         try:
-            built.append(build_trainer(config, options, settings, str(device), run.data_root,
+            built.append(build_trainer(config, list(own) + options, settings, str(device), run.data_root,
                                        scratch / f"t{len(built)}", cached=cached))
         except USER_ERRORS as exc:  # which candidate failed, then the error's own line
             for tr in built:
@@ -237,7 +237,7 @@ def build_all(run: SuiteRun, device) -> Built:
         return built[-1]
 
     student = build(STUDENT, run.suite.student)
-    methods = {m.name: (m, build(m.name, m.config, m.cached)) for m in run.methods}
+    methods = {m.name: (m, build(m.name, m.config, m.cached, m.options)) for m in run.methods}
     methods = {name: (m, tr, fixed_batch(tr)) for name, (m, tr) in methods.items()}
     source = methods.get(run.suite.loader_method, next(iter(methods.values())))[1]
     return Built(student, fixed_batch(student), methods, source, scratch)
@@ -306,8 +306,8 @@ def _rows(run: SuiteRun, built: Built, samples: dict, peaks: dict) -> dict:
     bound = out["bound_ms"] = out["student"]["median_ms"] + out["teacher"]["median_ms"]
     out["methods"] = {}
     for name, (method, tr, _) in built.methods.items():
-        row = _row(name, "method", samples[name], peaks[name], config=method.config, kind=method.kind,
-                   target=method.target, notes=step_notes(tr), **tr.strategy.summary())
+        row = _row(name, "method", samples[name], peaks[name], config=method.config, options=list(method.options),
+                   kind=method.kind, target=method.target, notes=step_notes(tr), **tr.strategy.summary())
         row["ratio"] = row["median_ms"] / bound
         row["within_target"] = None if method.target is None else row["ratio"] <= method.target
         out["methods"][name] = row

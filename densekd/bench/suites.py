@@ -52,6 +52,7 @@ class Method:
     config: str
     kind: str | None
     cached: bool = False  # trained from an offline teacher cache (tools/cache_teacher.py) written for the run
+    options: tuple[str, ...] = ()  # --cfg-options of this row on top of its config (a variant without a file)
 
     @property
     def target(self) -> float | None:
@@ -109,9 +110,10 @@ def _cls_methods() -> tuple[Method, ...]:
     return methods + (Method("KD_cached", f"{folder}/kd.py", "cached teacher", cached=True),)
 
 
-def _methods(folder: str, rows: list[tuple[str, str, str | None]]) -> tuple[Method, ...]:
-    """Methods from (name, config file stem under ``folder``, target kind) rows."""
-    return tuple(Method(name, f"{folder}/{stem}.py", kind) for name, stem, kind in rows)
+def _methods(folder: str, rows: list[tuple]) -> tuple[Method, ...]:
+    """Methods from (name, config file stem under ``folder``, target kind[, cfg options]) rows."""
+    return tuple(Method(name, f"{folder}/{stem}.py", kind, options=tuple(rest[0]) if rest else ())
+                 for name, stem, kind, *rest in rows)
 
 
 def _cityscapes(name: str, title: str, folder: str, student: str, rows: list, notes: tuple[str, ...]) -> Suite:
@@ -133,6 +135,8 @@ SUITES: dict[str, Suite] = {
     "seg": _cityscapes(
         "seg", "Cityscapes PSPNet-R101 -> PSPNet-R18 (structured KD)", "configs/cityscapes", "pspnet_r18_baseline",
         [("PI", "pspnet_r18_pi", "pixel-wise"), ("PI_PA", "pspnet_r18_pi_pa", "pair-wise"),
+         # the full-map pair-wise term: every decoder pixel a node (64 x 128 nodes per image at 512 x 1024)
+         ("PI_PA_full", "pspnet_r18_pi_pa", "pair-wise", ["distill.1.scale=None"]),
          ("PI_PA_HO", "pspnet_r18_pi_pa_ho", "holistic"), ("CWD", "pspnet_r18_cwd", "logit/feature")],
         ("The CIRKD-setting configs (configs/cityscapes/cirkd/) distil a DeepLabV3-R101 teacher into other "
          "students, not this pair: see --suite seg-cirkd.",)),
