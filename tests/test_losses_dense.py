@@ -240,17 +240,47 @@ def test_pairwise_chunked_equals_unchunked_values_and_grads(cross_image, detach_
     want = _dense_pairwise(sd, t, cross_image, detach_norm, pool_fn)
     want.backward()
     n_rows = 20 * (3 if cross_image else 1)
-    for chunk in (1, 3, 7, n_rows, 10_000, None):
-        loss = PairWiseKD(grid=(4, 5), cross_image=cross_image, chunk_size=chunk, detach_norm=detach_norm)
+    runs = [("chunked", chunk) for chunk in (1, 3, 7, n_rows, 10_000, None)] + [("gram", None), ("auto", None)]
+    for algorithm, chunk in runs:
+        loss = PairWiseKD(grid=(4, 5), cross_image=cross_image, chunk_size=chunk, detach_norm=detach_norm,
+                          algorithm=algorithm)
         sc = s0.clone().requires_grad_(True)
         got = loss(sc, t)
         got.backward()
-        assert got.item() == pytest.approx(want.item(), rel=1e-5, abs=1e-9), chunk
+        assert got.item() == pytest.approx(want.item(), rel=1e-5, abs=1e-9), (algorithm, chunk)
         torch.testing.assert_close(sc.grad, sd.grad, rtol=1e-4, atol=1e-7)
     # detaching the norm (the reference) really changes the gradient
     other = s0.clone().requires_grad_(True)
     _dense_pairwise(other, t, cross_image, not detach_norm, pool_fn).backward()
     assert not torch.allclose(other.grad, sd.grad, rtol=1e-3, atol=1e-6)
+
+
+def test_pairwise_gram_identity_keeps_its_precision_when_student_and_teacher_nearly_agree():
+    """The Gram form subtracts large, nearly equal terms; in float64 the loss of a student within 1e-3 of its
+    teacher still matches the direct N x N formula (in float64) to 1e-6, where float32 terms would not."""
+    torch.manual_seed(21)
+    t = torch.randn(2, 16, 32, 32)
+    s = t + 1e-3 * torch.randn_like(t)
+    want = _dense_pairwise(s.double(), t.double(), False, True, lambda f: f)
+    got = PairWiseKD(scale=None, algorithm="gram")(s.double(), t.double())
+    assert got.item() == pytest.approx(want.item(), rel=1e-6) and want.item() < 1e-5
+    fp32 = PairWiseKD(scale=None, algorithm="gram")(s, t)
+    assert fp32.dtype == torch.float32 and fp32.item() == pytest.approx(want.item(), rel=1e-4)
+
+
+def test_pairwise_auto_takes_the_gram_form_for_graphs_with_more_nodes_than_channels(monkeypatch):
+    import densekd.losses.dense as dense
+
+    used = []
+    monkeypatch.setattr(dense, "_gram_similarity_mse", lambda a, b: used.append("gram") or a.sum() * 0)
+    monkeypatch.setattr(dense._ChunkedSimilarityMSE, "apply", lambda a, b, r: used.append("chunked") or a.sum() * 0)
+    s, t = torch.randn(1, 8, 8, 8), torch.randn(1, 8, 8, 8)
+    PairWiseKD(scale=None)(s, t)        # 64 nodes > 16 channels
+    PairWiseKD(scale=0.5)(s, t)         # the reference's 2 x 2 grid: 4 nodes
+    PairWiseKD(scale=None, algorithm="chunked")(s, t)
+    assert used == ["gram", "chunked", "chunked"]
+    with pytest.raises(ValueError, match="algorithm must be one of 'auto', 'chunked', 'gram'"):
+        PairWiseKD(algorithm="fast")
 
 
 def test_pairwise_is_fp32_under_autocast():

@@ -50,6 +50,9 @@ def parser() -> argparse.ArgumentParser:
                    help="pairwise-memory: node counts (1024 2048 4096 8192 16384 32768)")
     p.add_argument("--max-nodes", type=positive_int, default=None,
                    help="pairwise-memory: skip larger counts (default 8192 on a CPU, none on CUDA)")
+    p.add_argument("--algorithm", choices=("chunked", "gram", "auto"), default="chunked",
+                   help="pairwise-memory: PairWiseKD's algorithm (chunked N x N blocks, the default here; gram: the "
+                        "channel Gram form the loss takes by itself for such graphs)")
     p.add_argument("--channels", type=positive_int, nargs=2, default=(128, 512), metavar=("STUDENT", "TEACHER"),
                    help="pairwise-memory: channels of the two maps (PSPNet-R18 / -R101 'decoder': 128 512)")
     return p
@@ -93,7 +96,8 @@ def main(argv=None) -> dict:
 
             nodes = args.nodes or ((256, 512, 1024) if args.quick else DEFAULT_NODES)
             result = run_pairwise(nodes, device, batch=args.batch_size or 1, channels=tuple(args.channels),
-                                  reps=reps, warmup=warmup, max_nodes=args.max_nodes, progress=_bar("nodes"))
+                                  reps=reps, warmup=warmup, max_nodes=args.max_nodes, progress=_bar("nodes"),
+                                  algorithm=args.algorithm)
         else:
             from densekd.bench.runner import SuiteRun, run_suite
 

@@ -55,8 +55,10 @@ def _forward_backward(loss, s, t) -> None:
 
 
 def run_pairwise(nodes=DEFAULT_NODES, device: str = "cpu", batch: int = 1, channels=(128, 512), reps: int = 3,
-                 warmup: int = 1, max_nodes: int | None = None, progress=None) -> dict:
-    """Time and measure PairWiseKD at each node count up to ``max_nodes``; the result as a dict."""
+                 warmup: int = 1, max_nodes: int | None = None, progress=None, algorithm: str = "chunked") -> dict:
+    """Time and measure PairWiseKD (``algorithm``: its N x N blocks, ``'chunked'``, or the channel Gram form,
+    ``'gram'``) at each node count up to ``max_nodes`` (on a CPU 8192 by default for the chunked form, whose
+    O(N^2 C) time grows fastest, and no limit for the Gram form); the result as a dict."""
     import torch
 
     from densekd.bench.runner import environment
@@ -66,10 +68,10 @@ def run_pairwise(nodes=DEFAULT_NODES, device: str = "cpu", batch: int = 1, chann
     dev = dist.setup(device)
     cuda = dev.type == "cuda"
     sync = (lambda: torch.cuda.synchronize(dev)) if cuda else (lambda: None)
-    limit = max_nodes if max_nodes is not None else (None if cuda else CPU_MAX_NODES)
+    limit = max_nodes if max_nodes is not None else (None if cuda or algorithm == "gram" else CPU_MAX_NODES)
     counts = sorted(int(n) for n in nodes)
     run, skipped = [n for n in counts if limit is None or n <= limit], [n for n in counts if limit and n > limit]
-    loss = PairWiseKD(scale=None)
+    loss = PairWiseKD(scale=None, algorithm=algorithm)
     memory = StepMemory(dev)
     rows = []
     for n in (run if progress is None else progress(run)):
@@ -82,7 +84,8 @@ def run_pairwise(nodes=DEFAULT_NODES, device: str = "cpu", batch: int = 1, chann
         peak = memory.measure(step)
         rows.append({"nodes": n, "grid": [h, w], **stats, "peak_mb": None if peak is None else peak / MB})
         del s, t, step  # the next count's maps do not share memory with these
-    result = {"suite": "pairwise-memory", "loss": "PairWiseKD(scale=None): every pixel a node", "batch": batch,
+    result = {"suite": "pairwise-memory", "loss": f"PairWiseKD(scale=None, algorithm={algorithm!r}): every pixel a node",
+              "algorithm": algorithm, "batch": batch,
               "channels": list(channels), "reps": reps, "warmup": warmup, "memory_measure": memory.kind,
               "environment": environment(dev, torch.get_num_threads()), "rows": rows, "max_nodes": limit,
               "skipped_nodes": skipped,

@@ -367,14 +367,17 @@ class Distiller(nn.Module):
             raise self._shape_error(term, shapes(s), shapes(t), exc) from exc
 
     def forward(self, batch: dict) -> tuple[Any, dict[str, torch.Tensor]]:
+        active = [t for t in self.terms if not t.init_only]
+        # the teachers first: their activations are freed (only the taps stay) before the student's, which the
+        # backward pass keeps, are allocated, so the student's forward reuses the teachers' memory instead of
+        # the teachers' forward taking fresh pages while the student's activations are live
+        t_outs = self.teacher_taps(batch) if active else None
         self.s_taps.clear()
         output = self.student(batch_input(batch, self.student_input, "the student"))
         # task_weight 0: the task loss is not computed, so unlabelled training data (synthesised images) works
         losses = {k: self.task_weight * v for k, v in self.task.loss(output, batch).items()} if self.task_weight else {}
-        active = [t for t in self.terms if not t.init_only]
         if not active:
             return output, losses
-        t_outs = self.teacher_taps(batch)
         extra = {k: v for k, v in batch.items() if not is_cache_key(k)}
         extra["epoch"] = self.epoch
         # every term's inputs first: the forwards on other views and the self-teacher forwards below record
