@@ -42,24 +42,28 @@ def test_two_processes_match_one(tiny_config, tmp_path):
     assert iters == sorted(set(iters))
 
 
+def one_and_two_processes(cfg, tmp_path, port, args=("--seed", "0")):
+    """The same config trained by 1 process and by 2 under torchrun (same global batch, ``args`` added to both
+    command lines): the two checkpoints."""
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    base = [str(ROOT / "tools/train.py"), str(cfg), "--device", "cpu", *args, "--synthetic"]
+    one = subprocess.run([sys.executable] + base + ["--work-dir", str(tmp_path / "one")], capture_output=True,
+                         text=True, timeout=600, env=env)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
+                         + base + ["--work-dir", str(tmp_path / "two")], capture_output=True, text=True, timeout=600,
+                         env=env)
+    assert two.returncode == 0, two.stderr[-3000:]
+    return [torch.load(tmp_path / f"{n}/checkpoints/last.pth", weights_only=False) for n in ("one", "two")]
+
+
 def test_two_stage_distillation_under_torchrun_matches_one_process(tiny_config, tmp_path):
     """FT: the initialisation stage averages gradients by hand, the main stage has idle parts (paraphraser)."""
     extra = ("teacher = dict(model=dict(type='simple_cnn', num_classes=100, width=16, norm='gn'))\n"
              "distill = [dict(type='FT', student='feats[-2]', teacher='feats[-2]', weight=200),\n"
              "           dict(type='KD', T=4, weight=0.9)]\n"
              "train = dict(epochs=1, log_interval=2)\nstrategy = dict(init_epochs=1, init_lr=0.01)\n")
-    cfg = tiny_config(norm="gn", batch=8, extra=extra)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    base = [str(ROOT / "tools/train.py"), str(cfg), "--device", "cpu", "--synthetic"]
-    one = subprocess.run([sys.executable] + base + ["--work-dir", str(tmp_path / "one")], capture_output=True,
-                         text=True, timeout=600, env=env)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29532"]
-                         + base + ["--work-dir", str(tmp_path / "two")], capture_output=True, text=True, timeout=600,
-                         env=env)
-    assert two.returncode == 0, two.stderr[-3000:]
-    a = torch.load(tmp_path / "one/checkpoints/last.pth", weights_only=False)
-    b = torch.load(tmp_path / "two/checkpoints/last.pth", weights_only=False)
+    a, b = one_and_two_processes(tiny_config(norm="gn", batch=8, extra=extra), tmp_path, 29532, args=())
     assert a["phase_iters"]["init"] == b["phase_iters"]["init"] == 6 and a["iter"] == b["iter"] == 6
     # The paraphraser trains only in the initialisation stage (gradients averaged across ranks by the trainer)
     # and stays frozen in the main stage, where DDP must tolerate it being idle.
@@ -117,37 +121,13 @@ def test_crd_under_torchrun_keeps_the_one_process_banks(tiny_config, tmp_path):
              "data = dict(train=dict(_delete_=True, type='CRDSampleDataset', nce_k=8, mode='exact', sampling='any',"
              " dataset=dict(type='SyntheticCIFAR100', split='train', num_samples=48)))\n"
              "train = dict(epochs=1, log_interval=2)\n")
-    cfg = tiny_config(norm="gn", batch=8, extra=extra)
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    base = [str(ROOT / "tools/train.py"), str(cfg), "--device", "cpu", "--seed", "0", "--synthetic"]
-    one = subprocess.run([sys.executable] + base + ["--work-dir", str(tmp_path / "one")], capture_output=True,
-                         text=True, timeout=600, env=env)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29534"]
-                         + base + ["--work-dir", str(tmp_path / "two")], capture_output=True, text=True, timeout=600,
-                         env=env)
-    assert two.returncode == 0, two.stderr[-3000:]
-    a = torch.load(tmp_path / "one/checkpoints/last.pth", weights_only=False)["strategy"]["distill"]
-    b = torch.load(tmp_path / "two/checkpoints/last.pth", weights_only=False)["strategy"]["distill"]
+    a, b = (ckpt["strategy"]["distill"] for ckpt in
+            one_and_two_processes(tiny_config(norm="gn", batch=8, extra=extra), tmp_path, 29534))
     banks = [k for k in a if k.endswith(("memory_s", "memory_t"))]
     assert len(banks) == 2
     for k in banks:
         moved = (a[k] != b[k]).any(1)
         assert torch.allclose(a[k], b[k], atol=1e-4), (k, moved.sum())
-
-
-def one_and_two_processes(cfg, tmp_path, port):
-    """The same config trained by 1 process and by 2 under torchrun (same global batch): the two checkpoints."""
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    base = [str(ROOT / "tools/train.py"), str(cfg), "--device", "cpu", "--seed", "0", "--synthetic"]
-    one = subprocess.run([sys.executable] + base + ["--work-dir", str(tmp_path / "one")], capture_output=True,
-                         text=True, timeout=600, env=env)
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}"]
-                         + base + ["--work-dir", str(tmp_path / "two")], capture_output=True, text=True, timeout=600,
-                         env=env)
-    assert two.returncode == 0, two.stderr[-3000:]
-    return [torch.load(tmp_path / f"{n}/checkpoints/last.pth", weights_only=False) for n in ("one", "two")]
 
 
 def assert_close_state(a: dict, b: dict, keys, atol=5e-4):

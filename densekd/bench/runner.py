@@ -98,15 +98,14 @@ def build_trainer(config: str, options: list[str], settings: dict, device: str, 
     the length of the training set or on its number of views."""
     from densekd.engine.trainer import Trainer
 
-    if cached:
-        batch = int(trainer_config(config, options, settings, data_root)["data"]["batch_size"])
-        settings = dict(settings, num_samples=batch, augment=False)
     cfg = trainer_config(config, options, settings, data_root)
     if cached:
         import torch
 
         from densekd.distill.cache import write_config_cache
 
+        for ds in leaf_datasets(cfg["data"]["train"]):  # one batch of unaugmented images
+            ds.update(num_samples=int(cfg["data"]["batch_size"]), augment=False)
         cache = work_dir.with_name(work_dir.name + "_teacher_cache.h5")
         cfg["teacher_cache"] = str(write_config_cache(cfg, cache, synthetic=True, device=torch.device(device),
                                                       log=lambda _: None))

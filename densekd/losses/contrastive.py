@@ -165,6 +165,8 @@ class CRD(RankSynchronised, nn.Module):
         self.register_buffer("memory_t", torch.rand(self.num_data, self.feat_dim).mul_(2 * bound).sub_(bound).to(dtype))
         self.register_buffer("z_s", torch.tensor(-1.0))
         self.register_buffer("z_t", torch.tensor(-1.0))
+        self._z_known: set[str] = set()  # the Z buffers known to be estimated (no read-back needed)
+        self._device_range_checks = 0  # index range checks done on an accelerator
 
     def extra_repr(self) -> str:
         return (f"num_data={self.num_data}, feat_dim={self.feat_dim}, nce_k={self.nce_k}, nce_t={self.nce_t}, "
@@ -220,7 +222,7 @@ class CRD(RankSynchronised, nn.Module):
         # reading the check back waits for the device: on an accelerator only the first calls check (a wrong
         # num_data shows at once); later out-of-range rows still fail in the device's own indexing
         if index.device.type != "cpu":
-            self._device_range_checks = getattr(self, "_device_range_checks", 0) + 1
+            self._device_range_checks += 1
             if self._device_range_checks > DEVICE_RANGE_CHECKS:
                 return index, contrast_idx
         if bool(bad):
@@ -232,18 +234,18 @@ class CRD(RankSynchronised, nn.Module):
         return index, contrast_idx
 
     def _load_from_state_dict(self, *args, **kwargs):
-        self.__dict__.pop("_z_known", None)  # the loaded Z may be unset: look again
+        self._z_known.clear()  # the loaded Z may be unset: look again
         super()._load_from_state_dict(*args, **kwargs)
 
     def _apply(self, fn, *args, **kwargs):
-        self.__dict__.pop("_z_known", None)
+        self._z_known.clear()
         return super()._apply(fn, *args, **kwargs)
 
     # -- pieces -----------------------------------------------------------------
     def _estimate_z(self, scores: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``Z`` for one direction: the stored one, or (first batch) ``N * mean(exp(scores))``."""
         # Z is fixed once estimated: remember that on the host, so later steps read nothing back from the device
-        known, name = self.__dict__.setdefault("_z_known", set()), "z_s" if z is self.z_s else "z_t"
+        known, name = self._z_known, "z_s" if z is self.z_s else "z_t"
         if name in known:
             return z.detach()
         if z.item() > 0:
