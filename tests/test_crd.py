@@ -111,6 +111,22 @@ def test_nce_has_the_references_eps_inside_each_log():
     assert math.isfinite(loss._nce(big, z).item())
 
 
+def test_nce_gradient_is_that_of_the_references_formula():
+    """_nce's hand-written backward (sigmoid(u) - [positive]) / B against autograd through the reference's
+    log(P / (P + c + eps)) and log(c / (P + c + eps)) written out with exp and log, in float64."""
+    loss = make_loss(nce_k=3, num_data=40)
+    z = torch.tensor(25.0, dtype=torch.float64)
+    scores = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3
+    ours = scores.clone().requires_grad_(True)
+    loss._nce(ours, z).backward()
+    ref = scores.clone().requires_grad_(True)
+    p, c = ref.exp() / z, 3 / 40
+    value = -(torch.log(p[:, 0] / (p[:, 0] + c + 1e-7)).sum() + torch.log(c / (p[:, 1:] + c + 1e-7)).sum()) / 5
+    value.backward()
+    torch.testing.assert_close(ours.grad, ref.grad, rtol=1e-10, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda s: loss._nce(s, z), (scores.clone().requires_grad_(True),))
+
+
 def test_nce_uses_stored_z_and_keeps_it():
     loss = make_loss()
     set_known_memory(loss)

@@ -179,3 +179,40 @@ def test_auxiliary_pipeline_hands_the_teacher_to_the_auxiliary_and_the_auxiliary
     (teacher,), _, _ = build_teachers(load_config(work / "student" / "config.py"), synthetic=False)
     want = model_state_from(load_checkpoint(work / "auxiliary/checkpoints/best.pth"))
     assert all(torch.equal(teacher.state_dict()[k], v) for k, v in want.items())
+
+
+@pytest.mark.parametrize("kernel", ["cosine", "student_t"])
+def test_conditionals_gradient_equals_the_row_normalised_formula(kernel):
+    """The kernels are built from the B x B Gram matrix (its normalisation folded onto it, a one-product
+    symmetric backward): values and gradients equal autograd through the row-wise formula (rows divided by
+    ||f_i|| + eps, then f f^T); a zero row stays zero, a row with a NaN counts as zero."""
+    from densekd.losses.relations import cosine_conditional, student_t_conditional
+    fn = cosine_conditional if kernel == "cosine" else student_t_conditional
+    f0 = feats(5, (6, 3, 2, 2))[0]
+    f0[2] = 0.0
+    up = torch.randn(6, 6, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    ours, ref = f0.clone().requires_grad_(True), f0.clone().requires_grad_(True)
+    (fn(ours) * up).sum().backward()
+    x = ref.reshape(6, -1)
+    if kernel == "cosine":
+        x = x / (x.norm(dim=1, keepdim=True) + 1e-6)
+        k = (x @ x.t() + 1.0) / 2.0
+    else:
+        k = 1.0 / (1.0 + torch.sqrt((x[:, None] - x[None]).pow(2).sum(-1) + 1e-6))
+    p = k / k.sum(dim=1, keepdim=True)
+    torch.testing.assert_close(fn(f0), p.detach(), rtol=1e-10, atol=1e-12)
+    (p * up).sum().backward()
+    torch.testing.assert_close(ours.grad, ref.grad, rtol=1e-8, atol=1e-10)
+    if kernel == "cosine":
+        bad = f0.clone()
+        bad[1, 0, 0, 0] = float("nan")
+        zeroed = f0.clone()
+        zeroed[1] = 0.0
+        torch.testing.assert_close(cosine_conditional(bad), cosine_conditional(zeroed), rtol=0, atol=0)
+
+
+def test_symmetric_gram_backward_is_autograds():
+    from densekd.losses._utils import gram
+    f = torch.randn(5, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(gram, (f,))
+    assert not gram(f.detach()).requires_grad

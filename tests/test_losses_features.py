@@ -200,6 +200,16 @@ def test_at_value_sum_over_layers_with_pooling():
                                                     .mean(), rel=1e-9)
 
 
+@pytest.mark.parametrize("p", [1.5, 3.0, 4.0])
+def test_at_other_powers_use_the_absolute_value(p):
+    """|f|^p for every p (an even integer p takes f^p, the same values; odd and fractional ones need |f|)."""
+    s, t = rand(2, 3, 4, 4, seed=21), rand(2, 2, 4, 4, seed=22)
+    amap = lambda x: (np.abs(x) ** p).mean(1).reshape(x.shape[0], -1)  # noqa: E731
+    a, b = amap(np_(s)), amap(np_(t))
+    a, b = a / np.linalg.norm(a, axis=1, keepdims=True), b / np.linalg.norm(b, axis=1, keepdims=True)
+    assert AT(p=p)(s, t).item() == pytest.approx(((a - b) ** 2).mean(), rel=1e-9)
+
+
 def test_at_zero_for_scaled_copy_and_batch_mismatch_error():
     f = rand(2, 3, 4, 4, seed=5)
     assert AT()(3.0 * f, f).item() == pytest.approx(0.0, abs=1e-12)
@@ -223,6 +233,29 @@ def test_nst_value_polynomial_mmd():
                    - 2 * np.mean([k(x, y) for x in a for y in b]))
             expected += mmd / 2  # average over the batch of 2
     assert NST()(s, t).item() == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("shape_s, shape_t", [((2, 3, 4, 4), (2, 5, 4, 4)),    # channel-side Gram matrices
+                                                ((2, 8, 2, 2), (2, 6, 2, 2))])   # spatial side (N small)
+def test_nst_gradient_reaches_the_student_as_the_direct_formula(shape_s, shape_t):
+    """NST's written-out gradient (either Gram side) against autograd through the kernel means written directly:
+    mean((s s^T)^2) + mean((t t^T)^2) - 2 mean((s t^T)^2) on the L2-normalised channel rows; none to the teacher."""
+    from densekd.losses.features import _PolyMMD
+    b, cs, n = shape_s[0], shape_s[1], shape_s[2] * shape_s[3]
+    spatial = n * (2 * cs + shape_t[1]) < (cs + shape_t[1]) ** 2
+    assert spatial == (shape_s[1] == 8)  # the two cases take the two sides
+    s0, t = rand(*shape_s, seed=11).double(), rand(*shape_t, seed=12).double()
+    s0[0, 1] = 0.0  # a dead channel (all-zero after a ReLU): F.normalize's clamped norm
+    ours, ref = s0.clone().requires_grad_(True), s0.clone().requires_grad_(True)
+    teacher = t.clone().requires_grad_(True)
+    NST()(ours, teacher).backward()
+    assert teacher.grad is None
+    a = F.normalize(ref.flatten(2), dim=2)
+    c = F.normalize(t.flatten(2), dim=2)
+    k = lambda x, y: (x @ y.transpose(1, 2)).pow(2).mean()  # noqa: E731
+    (k(c, c) + k(a, a) - 2 * k(a, c)).backward()
+    torch.testing.assert_close(ours.grad, ref.grad, rtol=1e-9, atol=1e-12)
+    assert torch.autograd.gradcheck(lambda x: _PolyMMD.apply(x, t.flatten(2)), (s0.flatten(2).requires_grad_(True),))
 
 
 def test_nst_zero_for_identical():
@@ -380,6 +413,25 @@ def test_ofd_value_with_teacher_bn():
         expected += w * total
     assert loss_mod(s, t).item() == pytest.approx(expected / 2 / 1000, rel=1e-9)
     assert int(loss_mod.batches_seen) == 0  # no estimation when teacher_bn is given
+
+
+def test_ofd_gradient_is_the_partial_l2s():
+    """The student's gradient is 2 (s - target) / 2^(L-1-l) / B / 1000 where s > target or target > 0, else 0 (the
+    masked form written out), the teacher's none."""
+    s = rand(2, 3, 4, 4, seed=23, requires_grad=True)
+    t = rand(2, 3, 4, 4, seed=24, requires_grad=True)
+    mean0, std0 = torch.tensor([0.0, 1.0, -0.5]), torch.tensor([1.0, 1.0, 0.7])
+    loss_mod = double(OFD(s_shapes=shapes(s), t_shapes=shapes(t), teacher_bn=[(mean0, std0)]))
+    loss_mod(s, t).backward()
+    conn = loss_mod.connectors[0]
+    x = s.detach().clone().requires_grad_(True)
+    c = conn(x)
+    target = torch.maximum(t.detach(), loss_mod.margins()[0].view(1, -1, 1, 1))
+    mask = ((c > target) | (target > 0)).double()
+    assert 0 < float(mask.mean()) < 1  # both cases occur
+    ((c - target).pow(2) * mask).sum().div(2 * 1000).backward()
+    torch.testing.assert_close(s.grad, x.grad, rtol=1e-10, atol=1e-14)
+    assert t.grad is None
 
 
 def test_ofd_margin_estimated_on_first_batches_then_frozen():

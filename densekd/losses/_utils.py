@@ -195,3 +195,23 @@ def all_gather_rows(x: torch.Tensor, return_sizes: bool = False):
     dist.all_gather(parts, padded.contiguous())
     out = torch.cat([p[:s] for p, s in zip(parts, sizes_i)], dim=0)
     return (out, sizes_i) if return_sizes else out
+
+
+class _SymmetricGram(torch.autograd.Function):
+    """``f f^T`` with the symmetric backward ``(g + g^T) f``: one product instead of autograd's two."""
+
+    @staticmethod
+    def forward(ctx, f: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(f)
+        return f @ f.transpose(-1, -2)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (f,) = ctx.saved_tensors
+        return (grad + grad.transpose(-1, -2)) @ f
+
+
+def gram(f: torch.Tensor) -> torch.Tensor:
+    """The Gram matrix ``f f^T`` of ``B x D`` rows (``... x B x D`` batched), whose backward takes one product
+    of ``B x B x D`` where autograd through ``f @ f.t()`` takes two (one per operand)."""
+    return _SymmetricGram.apply(f) if f.requires_grad else f @ f.transpose(-1, -2)

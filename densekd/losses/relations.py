@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from densekd.nn.connectors import LinearEmbed
-from densekd.losses._utils import as_list, check_same_length, shape_list, tap_lists
+from densekd.losses._utils import as_list, check_same_length, gram, shape_list, tap_lists
 from densekd.registry import LOSSES
 
 __all__ = ["SP", "CC", "RKD", "PKT", "IRG", "IFM", "cosine_conditional", "student_t_conditional", "jeffreys"]
@@ -59,8 +59,8 @@ class SP(nn.Module):
         for s, t in _pairs(student, teacher, "SP"):
             b = s.shape[0]
             fs, ft = _flat(s), _flat(t)
-            g_s = F.normalize(fs @ fs.t(), p=2, dim=1)
-            g_t = F.normalize(ft @ ft.t(), p=2, dim=1)
+            g_s = F.normalize(gram(fs), p=2, dim=1)
+            g_t = F.normalize(gram(ft), p=2, dim=1)
             loss = (g_s - g_t).pow(2).sum() / (b * b)
             total = loss if total is None else total + loss
         return total
@@ -448,18 +448,22 @@ def cosine_conditional(f: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     normalised to sum to 1: ``P[i, j] = K_ij / sum_k K_ik``, the probability of picking ``j`` as the neighbour of
     ``i``. ``K`` is symmetric, so ``P^T`` is the column normalisation ``K_ij / sum_k K_kj``.
     """
-    f = _flat(f)
-    f = f / (f.norm(p=2, dim=1, keepdim=True) + eps)
-    f = torch.nan_to_num(f, nan=0.0)
-    k = (f @ f.t() + 1.0) / 2.0
+    g = gram(_flat(f))
+    # normalised on the B x B matrix, cos_ij = g_ij / ((n_i + eps)(n_j + eps)) with n_i = sqrt(g_ii), not on
+    # the B x D rows; a row with a non-finite value counts as zero, as the reference zeroes NaNs after dividing
+    norm = g.diagonal().clamp_min(0.0).sqrt()
+    finite = torch.isfinite(norm)
+    inv = torch.where(finite, 1.0 / (norm + eps), 0.0)
+    cos = torch.where(finite[:, None] & finite[None, :], g, 0.0) * inv[:, None] * inv[None, :]
+    k = (cos + 1.0) / 2.0
     return k / k.sum(dim=1, keepdim=True)
 
 
 def student_t_conditional(f: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """The same with the Student-t kernel ``K_ij = 1 / (1 + sqrt(||f_i - f_j||^2 + eps))`` (row-normalised)."""
-    f = _flat(f)
-    sq = f.pow(2).sum(dim=1)
-    d = (sq[:, None] + sq[None, :] - 2.0 * f @ f.t()).clamp(min=0.0)
+    g = gram(_flat(f))
+    sq = g.diagonal()
+    d = (sq[:, None] + sq[None, :] - 2.0 * g).clamp(min=0.0)
     k = 1.0 / (1.0 + torch.sqrt(d + eps))
     return k / k.sum(dim=1, keepdim=True)
 
