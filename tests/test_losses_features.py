@@ -629,6 +629,42 @@ def test_kdsvd_gradients_reach_student_not_teacher_and_stay_finite():
     assert torch.isnan(shared.grad).any()
 
 
+def test_kdsvd_gradient_equals_autograd_through_an_svd():
+    """The Gram-eigendecomposition path (both sides: C <= HW and HW < C) with its pair-restricted backward gives
+    the gradient of the same loss computed with torch.linalg.svd and autograd, in float64; with a dead student
+    channel (repeated zero singular values, where the SVD's backward is 0/0) the gradient stays finite and
+    non-zero."""
+    from densekd.losses import KDSVD
+
+    class SVDKDSVD(KDSVD):
+        @staticmethod
+        def right_singular(f, n):
+            _, sv, vh = torch.linalg.svd(f.flatten(2).transpose(1, 2), full_matrices=False)
+            return vh.transpose(1, 2)[:, :, :n], sv[:, :n]
+
+    s0 = [rand(2, 4, 4, 4, seed=31), rand(2, 8, 2, 2, seed=32)]  # C <= HW, then HW < C
+    t = [rand(2, 4, 4, 4, seed=33), rand(2, 8, 2, 2, seed=34)]
+    ours = [x.clone().requires_grad_(True) for x in s0]
+    ref = [x.clone().requires_grad_(True) for x in s0]
+    a, b = KDSVD()(ours, t), SVDKDSVD()(ref, t)
+    assert a.item() == pytest.approx(b.item(), rel=1e-10)
+    a.backward()
+    b.backward()
+    for x, y in zip(ours, ref):
+        torch.testing.assert_close(x.grad, y.grad, rtol=1e-7, atol=1e-10)
+    dead = [x.clone() for x in s0]
+    dead[0][:, 1] = 0.0
+    dead[0][:, 2] = 0.0  # two zero channels: a repeated zero eigenvalue of X^T X
+    dead = [x.requires_grad_(True) for x in dead]
+    KDSVD()(dead, t).backward()
+    assert torch.isfinite(dead[0].grad).all() and float(dead[0].grad.abs().sum()) > 0
+    # (the aligned vector lies in the dead channels' null space here, so the gradient reaches them; through
+    # torch.linalg.svd's backward every entry is 0/0 and the loss zeroes them all)
+    via_svd = [x.detach().clone().requires_grad_(True) for x in dead]
+    SVDKDSVD()(via_svd, t).backward()
+    assert float(via_svd[0].grad.abs().sum()) == 0.0
+
+
 def test_kdsvd_errors_and_registration():
     from densekd.losses import KDSVD
 
