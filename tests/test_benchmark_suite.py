@@ -122,6 +122,8 @@ def test_cls_suite_bound_ratios_interleaving_table_and_loader_line(tmp_path, mon
         assert row["ratio"] == pytest.approx(row["median_ms"] / saved["bound_ms"])
         assert len(row["samples_ms"]) == 2 and (row["peak_mb"] is None or row["peak_mb"] >= 0)
         assert row["within_target"] == (row["ratio"] <= row["target"])
+        assert row["loss_modules"]["median_ms"] > 0 and len(row["loss_modules"]["samples_ms"]) == 2
+        assert row["floor_ratio"] == pytest.approx(1 + row["loss_modules"]["median_ms"] / saved["bound_ms"])
     assert saved["environment"]["threads"] == 1 and saved["batch"] == 2 and "VmHWM" in saved["memory_measure"]
     # warm-up round then 2 timed rounds, each stepping student, KD, CRD in turn (the teacher forward between
     # the student and KD is no train_iteration)
@@ -134,7 +136,38 @@ def test_cls_suite_bound_ratios_interleaving_table_and_loader_line(tmp_path, mon
     assert rows[0].startswith("| method | median ms |") and "within target" in rows[0]
     assert [r.split("|")[1].strip() for r in rows[1:]] == ["student alone", "teacher forward", "bound", "KD", "CRD"]
     assert "<= 1.10x (CRD)" in rows[-1]
+    crd = saved["methods"]["CRD"]
+    assert rows[-1].split("|")[5].strip() == f"{crd['loss_modules']['median_ms']:.1f}"
+    assert rows[-1].split("|")[6].strip() == f"{crd['floor_ratio']:.2f}x"
     assert any(r.startswith("Loader line (KD)") for r in table)
+
+
+def test_loss_modules_step_runs_the_terms_alone_and_trains_only_their_own_parameters(tmp_path):
+    """The loss-modules candidate: CRD's loss module forward on the inputs one distiller forward recorded, then
+    a backward reaching its embedding heads; the student network and the teacher get no gradient and are not
+    run (a forward hook counts their calls)."""
+    from densekd.bench.runner import build_trainer, fixed_batch, loss_modules_step
+
+    tr = build_trainer("configs/cifar100/distill/resnet32x4-resnet8x4/crd.py",
+                       ["data.batch_size=2", "data.num_workers=0"], {"num_samples": 64}, "cpu", None, tmp_path / "t")
+    try:
+        batch = fixed_batch(tr)
+        distiller = tr.strategy.distiller
+        step = loss_modules_step(tr, batch)
+        runs = []
+        distiller.student.register_forward_hook(lambda *a: runs.append("student"))
+        distiller.teachers[0].register_forward_hook(lambda *a: runs.append("teacher"))
+        for p in list(distiller.parameters()) + list(distiller.teachers[0].parameters()):
+            p.grad = None
+        step()
+        assert runs == []
+        crd = distiller.losses["crd"] if "crd" in distiller.losses else next(iter(distiller.losses.values()))
+        heads = list(crd.embed_s.parameters()) + list(crd.embed_t.parameters())
+        assert all(p.grad is not None and float(p.grad.abs().sum()) > 0 for p in heads)
+        assert all(p.grad is None for p in distiller.student.parameters())
+        assert all(p.grad is None for p in distiller.teachers[0].parameters())
+    finally:
+        tr.close()
 
 
 def test_cached_teacher_candidate_trains_from_a_cache_and_never_runs_the_teacher(tmp_path, monkeypatch):
@@ -155,8 +188,9 @@ def test_cached_teacher_candidate_trains_from_a_cache_and_never_runs_the_teacher
                                "--cfg-options", "data.num_workers=0"])
     row = result["methods"]["KD_cached"]
     assert row["kind"] == "cached teacher" and row["target"] == 0.5 and row["config"].endswith("/kd.py")
-    # the cache writer runs the teacher (uncached); then warm-up, 2 rounds and the memory step read the cache
-    assert modes[-4:] == [True] * 4 and not any(modes[:-4])
+    # the cache writer runs the teacher (uncached); then the forward that records the loss modules' inputs, the
+    # warm-up, 2 rounds and the memory step read the cache
+    assert modes[-5:] == [True] * 5 and not any(modes[:-5])
 
 
 def test_unknown_method_is_a_one_line_error_naming_the_valid_ones(capsys):

@@ -30,22 +30,29 @@ def suite_markdown(result: dict) -> str:
         f"{' (' + env['gpu'] + ')' if env.get('gpu') else ''}, torch {env['torch']}, {env['threads']} thread(s). "
         f"Medians of {_count(result['reps'], 'interleaved round')} after {_count(result['warmup'], 'warm-up round')}; "
         f"IQR = interquartile range. Memory: {result['memory_measure']}.", "",
-        "| method | median ms | IQR ms | ratio to bound | per-step peak MB | target | within target |",
-        "|---|---|---|---|---|---|---|",
+        "| method | median ms | IQR ms | ratio to bound | loss modules ms | floor | per-step peak MB | target | "
+        "within target |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in (result["student"], result["teacher"]):
-        lines.append(f"| {row['name']} | {row['median_ms']:.1f} | {row['iqr_ms']:.1f} | {DASH} | "
+        lines.append(f"| {row['name']} | {row['median_ms']:.1f} | {row['iqr_ms']:.1f} | {DASH} | {DASH} | {DASH} | "
                      f"{_num(row['peak_mb'])} | {DASH} | {DASH} |")
-    lines.append(f"| bound | {result['bound_ms']:.1f} | {DASH} | 1.00x | {DASH} | {DASH} | {DASH} |")
+    lines.append(f"| bound | {result['bound_ms']:.1f} | {DASH} | 1.00x | {DASH} | {DASH} | {DASH} | {DASH} | "
+                 f"{DASH} |")
     for row in result["methods"].values():
         target = DASH if row["target"] is None else f"<= {row['target']:.2f}x ({row['kind']})"
+        own = row.get("loss_modules")
         lines.append(f"| {row['name']} | {row['median_ms']:.1f} | {row['iqr_ms']:.1f} | {row['ratio']:.2f}x | "
+                     f"{_num(own and own['median_ms'])} | {_num(row.get('floor_ratio'), '{:.2f}x')} | "
                      f"{_num(row['peak_mb'])} | {target} | {_yes_no(row['within_target'])} |")
     line = result.get("loader_line")
     if line:
         lines += ["", f"Loader line ({line['method']}): fed by the training loader ({line['num_workers']} workers) "
                       f"{line['loader_fed']['median_ms']:.1f} ms vs on a prefetched batch "
                       f"{line['prefetched']['median_ms']:.1f} ms per step: {line['difference_pct']:+.1f}%."]
+    lines += ["", "Loss modules: every term's loss module alone (forward on the inputs a forward gave it, backward to "
+                  "them and to its own parameters; networks, connectors, optimiser and critic updates left out); "
+                  "floor = 1 + loss modules / bound, the ratio the step cannot go below."]
     notes = [f"{row['name']}: {note}" for row in result["methods"].values() for note in row["notes"]]
     notes += result.get("notes", [])
     if notes:

@@ -140,6 +140,58 @@ def teacher_forward(trainer, batch: dict):
     return step
 
 
+MODULES = " [loss modules]"  # suffix of the candidate timing a method's loss modules alone
+
+
+def _leaves(x):
+    """``x`` with every floating tensor detached into a leaf that takes a gradient (lists, tuples, dicts kept)."""
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return x.detach().requires_grad_(x.is_floating_point())
+    if isinstance(x, (list, tuple)):
+        return type(x)(_leaves(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _leaves(v) for k, v in x.items()}
+    return x
+
+
+def _detached(x):
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return x.detach()
+    if isinstance(x, (list, tuple)):
+        return type(x)(_detached(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _detached(v) for k, v in x.items()}
+    return x
+
+
+def loss_modules_step(trainer, batch: dict):
+    """A step of the method's loss modules alone, or None (no distiller, no term): each term's loss module
+    forward on the inputs one forward of the distiller gave it (recorded by ``recording_term_calls``: student
+    inputs detached into leaves, connectors already applied, teachers' detached), then one backward to those
+    inputs and the modules' own parameters. The networks, the connectors, the optimiser and any critic update
+    are not in it: what the method's own arithmetic costs on top of the bound."""
+    import torch
+
+    distiller = getattr(trainer.strategy, "distiller", None)
+    if distiller is None or not hasattr(distiller, "recording_term_calls"):
+        return None
+    with distiller.recording_term_calls() as calls, torch.no_grad():
+        distiller(batch)
+    calls = [(term, module, _leaves(s), _detached(t), _detached(extra)) for term, module, s, t, extra in calls]
+    if not calls:
+        return None
+
+    def step():
+        total = sum(distiller.call_term(term, module, s, t, extra).float() for term, module, s, t, extra in calls)
+        if total.requires_grad:
+            total.backward()
+    return step
+
+
 def step_notes(trainer) -> list[str]:
     """What a method's timed ``train_iteration`` does beyond the student's step, read from the trainer (phases
     before the main schedule, extra optimisers such as critics): no method names here."""
@@ -259,9 +311,11 @@ def run_suite(run: SuiteRun) -> dict:
                       Candidate(TEACHER, teacher_forward(built.source, batch))]
         candidates += [Candidate(name, (lambda tr, b: lambda: tr.train_iteration(b))(tr, b))
                        for name, (_, tr, b) in built.methods.items()]
+        modules = {name: loss_modules_step(tr, b) for name, (_, tr, b) in built.methods.items()}
+        candidates += [Candidate(name + MODULES, fn) for name, fn in modules.items() if fn is not None]
         samples = run_rounds(candidates, run.reps, run.warmup, sync, progress=_progress(run))
         memory = StepMemory(device)
-        peaks = {c.name: memory.measure(c.fn) for c in candidates}
+        peaks = {c.name: memory.measure(c.fn) for c in candidates if not c.name.endswith(MODULES)}
         notes = list(run.suite.notes)
         line, name = None, run.suite.loader_method
         if run.loader and name in built.methods:
@@ -308,6 +362,10 @@ def _rows(run: SuiteRun, built: Built, samples: dict, peaks: dict) -> dict:
         row = _row(name, "method", samples[name], peaks[name], config=method.config, options=list(method.options),
                    kind=method.kind, target=method.target, notes=step_notes(tr), **tr.strategy.summary())
         row["ratio"] = row["median_ms"] / bound
+        own = samples.get(name + MODULES)
+        row["loss_modules"] = None if own is None else {**summarize(own), "samples_ms": [1000.0 * x for x in own]}
+        # what the step cannot go below: the bound plus the loss modules' own forward + backward
+        row["floor_ratio"] = None if own is None else 1.0 + row["loss_modules"]["median_ms"] / bound
         row["within_target"] = None if method.target is None else row["ratio"] <= method.target
         out["methods"][name] = row
     return out

@@ -117,6 +117,7 @@ class Distiller(nn.Module):
         self.losses = nn.ModuleDict()
         self.connectors = nn.ModuleDict()
         self._adv_cache: dict[str, tuple] = {}
+        self._recorded_calls: list | None = None  # see recording_term_calls
         s_all = [p for term in self.terms for p in term.s_paths]
         self.s_taps = FeatureTaps(student, s_all)
         self.t_taps = [FeatureTaps(t, [p for term in self.terms if i in term.teacher_ids for p in term.t_paths])
@@ -351,7 +352,22 @@ class Distiller(nn.Module):
                           f"{s_shapes} but teacher taps {term.t_paths} have {t_shapes}. {hint}, or tap layers of "
                           f"matching shapes (python tools/list_taps.py CONFIG). The loss said: {exc}")
 
-    def _call(self, term: Term, module: nn.Module, s, t, extra: dict) -> torch.Tensor:
+    @contextlib.contextmanager
+    def recording_term_calls(self):
+        """Within the block, every loss call of a forward is recorded as ``(term, loss module, student input,
+        teacher input, extra)``, the inputs as the loss receives them (connectors applied): the benchmark times
+        the loss modules alone on them (:func:`densekd.bench.runner.loss_modules_step`) through
+        :meth:`call_term`. Yields the list the calls are appended to."""
+        self._recorded_calls = calls = []
+        try:
+            yield calls
+        finally:
+            self._recorded_calls = None
+
+    def call_term(self, term: Term, module: nn.Module, s, t, extra: dict) -> torch.Tensor:
+        """One loss module of ``term`` on its inputs, as :meth:`forward` calls it (AMP: in float32)."""
+        if self._recorded_calls is not None:
+            self._recorded_calls.append((term, module, s, t, extra))
         try:
             device = _first_tensor(s)
             if device is not None and torch.is_autocast_enabled(device.device.type):
@@ -391,10 +407,10 @@ class Distiller(nn.Module):
                 ts = [self._self_teacher_output(term, key, batch)]
             modules = self.term_modules(term)
             if term.name in views:
-                values = [self._call(term, m, s, t, dict(extra, views=v))
+                values = [self.call_term(term, m, s, t, dict(extra, views=v))
                           for m, t, v in zip(modules, ts, views[term.name])]
             else:
-                values = [self._call(term, m, s, t, extra) for m, t in zip(modules, ts)]
+                values = [self.call_term(term, m, s, t, extra) for m, t in zip(modules, ts)]
             losses[term.name] = term.weight * (sum(values) / len(values))
             if isinstance(modules[0], Adversarial):
                 self._adv_cache[term.name] = (s, ts, batch.get(self.student_input))
