@@ -156,6 +156,18 @@ def _leaves(x):
     return x
 
 
+def _tensors(x) -> list:
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return [x]
+    if isinstance(x, (list, tuple)):
+        return [t for v in x for t in _tensors(v)]
+    if isinstance(x, dict):
+        return [t for v in x.values() for t in _tensors(v)]
+    return []
+
+
 def _detached(x):
     import torch
 
@@ -171,8 +183,9 @@ def _detached(x):
 def loss_modules_step(trainer, batch: dict):
     """A step of the method's loss modules alone, or None (no distiller, no term): each term's loss module
     forward on the inputs one forward of the distiller gave it (recorded by ``recording_term_calls``: student
-    inputs detached into leaves, connectors already applied, teachers' detached), then one backward to those
-    inputs and the modules' own parameters. The networks, the connectors, the optimiser and any critic update
+    inputs detached into leaves, connectors already applied, teachers' detached), then the gradients for those
+    inputs and the modules' own parameters (``torch.autograd.grad``: returned, never accumulated into ``.grad``,
+    so the method's own steps do not see them). The networks, the connectors, the optimiser and any critic update
     are not in it: what the method's own arithmetic costs on top of the bound."""
     import torch
 
@@ -184,11 +197,15 @@ def loss_modules_step(trainer, batch: dict):
     calls = [(term, module, _leaves(s), _detached(t), _detached(extra)) for term, module, s, t, extra in calls]
     if not calls:
         return None
+    # the gradients are returned, not accumulated into .grad: the method's own train_iteration, timed in the same
+    # rounds, must not find them
+    wrt = [x for _, _, s, _, _ in calls for x in _tensors(s) if x.requires_grad]
+    wrt += list(dict.fromkeys(p for _, module, _, _, _ in calls for p in module.parameters() if p.requires_grad))
 
     def step():
         total = sum(distiller.call_term(term, module, s, t, extra).float() for term, module, s, t, extra in calls)
         if total.requires_grad:
-            total.backward()
+            torch.autograd.grad(total, wrt, allow_unused=True)
     return step
 
 
