@@ -66,3 +66,25 @@ def test_configs_train_on_files_in_the_official_formats_via_data_root(path, tmp_
     summary = json.loads((wd / "summary.json").read_text())
     assert summary["iters"] == 1 and not summary["synthetic"]
     assert summary["final"] and all(math.isfinite(v) for k, v in summary["final"].items() if "/" not in k)
+
+
+def test_depth_holistic_critic_reads_the_heads_quarter_resolution_output(tmp_path):
+    """The NYU holistic config's critic judges the depth head's raw output before its x4 upsampling (1/4 of the
+    input), as the structured-KD reference's critic reads pre-upsampling outputs; a step trains it."""
+    from densekd.losses.adversarial import HolisticKD
+
+    cfg = synthetic("configs/nyu/depth/r101-r18_holistic.py", ["data.batch_size=2", "data.num_workers=0"])
+    cfg["data"]["train"]["num_samples"] = 2
+    cfg["data"]["val"]["num_samples"] = 2
+    trainer = Trainer(cfg, tmp_path / "w", device="cpu", synthetic=True, max_iters=1)
+    distiller = trainer.strategy.distiller
+    term = next(t for t in distiller.terms if t.cfg["type"] == "HolisticKD")
+    assert term.s_paths == ["segmentation_head.0"] and term.t_paths == ["segmentation_head.0"]
+    batch = next(trainer.batches(0))
+    seen = []
+    critic = next(m for m in distiller.losses.values() if isinstance(m, HolisticKD)).discriminator
+    critic.register_forward_hook(lambda mod, args, out: seen.append(tuple(args[0].shape)))
+    trainer.train_iteration(batch)
+    h, w = batch["image"].shape[-2:]
+    assert seen and all(s[-2:] == (h // 4, w // 4) and s[1] == 1 for s in seen)
+    trainer.close()
