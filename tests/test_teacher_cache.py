@@ -144,29 +144,61 @@ def test_dataset_without_finite_views_cannot_be_cached(tmp_path):
 
 
 # -- the file --------------------------------------------------------------------------------------------------------
-def test_interrupted_write_leaves_no_file_under_the_final_name(tmp_path):
+def test_interrupted_write_keeps_the_old_file_and_resumes_where_it_stopped(tmp_path):
+    """Killed after 2 of 4 blocks, the write leaves the previous cache under the final name and its unfinished
+    file beside it; run again with the same plan it runs the teacher on the last 2 blocks only, and the result
+    equals an uninterrupted write. Another plan (dtype) or resume=False starts over."""
+    import h5py
+
+    from densekd.data.teacher_cache import partial_path
+
     ds = DATASETS.build(dict(type="SyntheticCIFAR100", split="train", num_samples=4))
-    calls = []
+    calls, messages, fail_at = [], [], [3]  # the forward call (counted from 1) that is interrupted
 
     def forward(batch):
-        calls.append(1)
-        if len(calls) == 3:
+        calls.append(len(batch["image"]))
+        if len(calls) == fail_at[0]:
             raise KeyboardInterrupt
         return {0: {"output": batch["image"].mean((2, 3))}}
 
     path = tmp_path / "cache.h5"
     path.write_bytes(b"the previous cache")
+    taps = {0: {"output": (3,)}}
     with pytest.raises(KeyboardInterrupt):
-        write_cache(path, ds, forward, {0: {"output": (3,)}}, {"teachers": []}, batch_size=162)
-    assert path.read_bytes() == b"the previous cache" and sorted(p.name for p in tmp_path.iterdir()) == ["cache.h5"]
-    calls.append(0)  # from here on the forward succeeds
-    write_cache(path, ds, forward, {0: {"output": (3,)}}, {"teachers": []}, dtype="float32", batch_size=100)
-    import h5py
-
+        write_cache(path, ds, forward, taps, {"teachers": []}, batch_size=162)  # one sample (162 views) a block
+    assert path.read_bytes() == b"the previous cache"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".cache.h5.partial", "cache.h5"]
+    calls.clear()
+    fail_at[0] = 0  # from here on the forward succeeds
+    done = []
+    write_cache(path, ds, forward, taps, {"teachers": []}, batch_size=162, progress=done.append, log=messages.append)
+    assert calls == [162, 162] and done[0] == 2 * 162 and sum(done) == 4 * 162  # samples 2 and 3 only
+    assert any("resuming" in m and "after 2 of 4 samples" in m for m in messages)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache.h5"]
+    clean = tmp_path / "clean.h5"
+    write_cache(clean, ds, lambda b: {0: {"output": b["image"].mean((2, 3))}}, taps, {"teachers": []}, batch_size=162)
+    with h5py.File(path, "r") as f, h5py.File(clean, "r") as g:
+        assert np.array_equal(f["teacher_0/output"][...], g["teacher_0/output"][...])
+        assert dict(f.attrs) == dict(g.attrs) and "samples_done" not in f.attrs
+    # an unfinished file of another plan is not continued
+    calls.clear()
+    fail_at[0] = 2  # interrupted after one block
+    with pytest.raises(KeyboardInterrupt):
+        write_cache(path, ds, forward, taps, {"teachers": []}, batch_size=162)
+    fail_at[0] = 0
+    messages.clear()
+    write_cache(path, ds, forward, taps, {"teachers": []}, dtype="float32", batch_size=100, log=messages.append)
+    assert any("another dataset, teacher, tap or format; starting over" in m for m in messages)
     with h5py.File(path, "r") as f:
         stored = f["teacher_0/output"]
         assert stored.shape == (4, 162, 3) and stored.chunks[:2] == (1, 162) and stored.compression == "lzf"
+        assert stored.dtype == np.float32
         assert np.allclose(stored[2, 77], ds.view_item(2, 77)["image"].mean((1, 2)).numpy())
+    # an unreadable unfinished file is replaced
+    partial_path(path).write_bytes(b"not hdf5")
+    messages.clear()
+    write_cache(path, ds, forward, taps, {"teachers": []}, batch_size=162, log=messages.append)
+    assert any("cannot be read" in m for m in messages) and not partial_path(path).exists()
 
 
 def test_tool_refuses_a_cache_above_max_gb_and_writes_one_below(tmp_path, capsys):
@@ -182,6 +214,43 @@ def test_tool_refuses_a_cache_above_max_gb_and_writes_one_below(tmp_path, capsys
                                                   "raise --max-gb")
     out = tool.main([str(cfg), "--synthetic", "--out", str(tmp_path / "small.h5")])
     assert out == tmp_path / "small.h5" and read_attrs(out)["num_views"] == 162
+
+
+def test_tool_continues_an_interrupted_cache_unless_told_not_to(tmp_path, capsys, monkeypatch):
+    """Through the tool: a run interrupted after its first block is continued by the next (which says so and
+    runs the teacher on the rest only); --no-resume starts over."""
+    import densekd.data.teacher_cache as tc
+    import tools.cache_teacher as tool
+
+    cfg = write_config(tmp_path / "kd.py", CONFIG.format(root=ROOT, terms=KD, n=4, ckpt=""))
+    out = tmp_path / "c.h5"
+    original, blocks = tc.collate_samples, []
+
+    def counting(dataset, items):
+        blocks.append(len(items))
+        if len(blocks) == 2 and len(items) == 162 and fail[0]:
+            raise KeyboardInterrupt
+        return original(dataset, items)
+
+    fail = [True]
+    monkeypatch.setattr(tc, "collate_samples", counting)
+    args = [str(cfg), "--synthetic", "--out", str(out), "--batch-size", "162"]
+    with pytest.raises(KeyboardInterrupt):
+        tool.main(args)
+    fail[0] = False
+    blocks.clear()
+    tool.main(args)
+    assert "resuming" in capsys.readouterr().err and sum(blocks) == 3 * 162  # samples 1-3
+    blocks.clear()
+    fail[0] = True
+    with pytest.raises(KeyboardInterrupt):
+        tool.main(args)
+    fail[0] = False
+    blocks.clear()
+    capsys.readouterr()
+    tool.main(args + ["--no-resume"])
+    assert "resuming" not in capsys.readouterr().err and sum(blocks) == 4 * 162
+    assert read_attrs(out)["num_samples"] == 4
 
 
 def test_config_key_is_validated(tmp_path):

@@ -9,7 +9,9 @@
 The training set must have a finite set of views (densekd/data/finite_views.py: CIFAR's 162 crop offsets x flips,
 or any dataset without augmentation). --out defaults to the config's ``teacher_cache`` path, else
 work_dirs/<config path under configs/>/teacher_cache.h5; an existing file there is replaced once the new one is
-complete (written under a temporary name, fsynced, renamed: an interrupted run leaves the old file or none). The
+complete (it grows under a hidden .<name>.partial beside it, then is fsynced and renamed). An interrupted run
+leaves the old file in place and is continued by the next run of the same plan after its last finished block
+(same dataset, teachers and their weights, taps, dtype, compression; --no-resume starts over). The
 size before compression (samples x views x tap values x bytes) is printed first and a cache above --max-gb
 (default 20) is refused. Then train with ``--cfg-options teacher_cache=FILE`` (or ``teacher_cache = 'FILE'`` in the
 config). Errors are one line (exit 2).
@@ -35,6 +37,8 @@ def main(argv=None) -> Path:
     parser.add_argument("--batch-size", type=positive_int, default=256, help="views per teacher forward")
     parser.add_argument("--max-gb", type=float, default=20.0, help="refuse a cache larger than this (GB, before "
                                                                    "compression)")
+    parser.add_argument("--no-resume", action="store_true", help="start over even where an unfinished cache of "
+                                                                 "the same plan is there to continue")
     args = parser.parse_args(argv)
     from tqdm import tqdm
 
@@ -54,7 +58,8 @@ def main(argv=None) -> Path:
                            default_work_dir(cfg, None) / "teacher_cache.h5")
         path = write_config_cache(cfg, out, synthetic=args.synthetic, dtype=args.dtype, compression=args.compression,
                                   batch_size=args.batch_size, max_gb=args.max_gb, device=dist.setup(args.device),
-                                  log=lambda msg: print(msg, file=sys.stderr), progress=progress)
+                                  log=lambda msg: print(msg, file=sys.stderr), progress=progress,
+                                  resume=not args.no_resume)
     except (*USER_ERRORS, OSError) as exc:
         fail(exc)
     finally:

@@ -84,16 +84,22 @@ def _atomic_h5(path: Path):
     try:
         with _h5py().File(tmp, "w") as f:
             yield f
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
+        publish(Path(tmp), path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def publish(tmp: Path, path: Path) -> None:
+    """Move a finished file written under ``tmp`` to ``path``: fsynced, given the usual permissions (mkstemp's
+    are 0600), renamed (atomic on one filesystem)."""
+    with open(tmp, "rb+") as fh:
+        os.fsync(fh.fileno())
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
 
 
 def read_attrs(path: str | os.PathLike) -> dict:

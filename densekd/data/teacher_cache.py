@@ -12,9 +12,9 @@ File layout (written by :func:`write_cache`, through ``tools/cache_teacher.py CO
             weights_sha256, input key, taps and their shapes)
 
 The views are those of the finite-view protocol (:mod:`densekd.data.finite_views`): CIFAR's 162 crop offsets x
-flips, or 1 without augmentation. The file is written under a temporary name and renamed once complete
-(:func:`~densekd.data.synthesized._atomic_h5`), so an interrupted write leaves nothing under the final name (and
-nothing to resume: run the tool again).
+flips, or 1 without augmentation. The file grows under a hidden name beside the final one (:func:`partial_path`)
+and is renamed once complete, so an interrupted write leaves any previous cache in place; run again with the same
+plan, it continues after the last finished block of samples (:func:`write_cache`).
 
 :class:`TeacherCacheDataset` wraps the view dataset and adds to each item its cached tensors, read at the item's
 ``(index, view)``, as ``batch['teacher_cache/<i>/<tap path>']`` (float32; :func:`batch_key`). The file is opened
@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 
 from densekd.data.finite_views import view_dataset
 from densekd.data.sampling import collate_samples
-from densekd.data.synthesized import _atomic_h5, _h5py
+from densekd.data.synthesized import _h5py, publish
 
 FORMAT = 1
 KEY_PREFIX = "teacher_cache/"
@@ -99,32 +99,78 @@ def read_attrs(path: str | os.PathLike) -> dict:
     return attrs
 
 
+def partial_path(path: str | os.PathLike) -> Path:
+    """Where :func:`write_cache` keeps an unfinished cache of ``path`` (beside it, hidden)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial")
+
+
+def _open_partial(partial: Path, plan: str, resume: bool, log: Callable[[str], Any]):
+    """The unfinished cache to continue (``(file, samples done)``) or ``(None, 0)``: it must be readable and
+    planned exactly as this write (same dataset, views, teachers, taps, dtype, compression)."""
+    if not (resume and partial.exists()):
+        return None, 0
+    h5py = _h5py()
+    try:
+        f = h5py.File(partial, "r+")
+    except OSError as exc:
+        log(f"teacher cache: the unfinished {partial} cannot be read ({exc}); starting over")
+        return None, 0
+    if f.attrs.get("plan") != plan:
+        f.close()
+        log(f"teacher cache: the unfinished {partial} was written for another dataset, teacher, tap or format; "
+            f"starting over")
+        return None, 0
+    done = int(f.attrs["samples_done"])
+    log(f"teacher cache: resuming {partial} after {done} of {int(f.attrs['plan_samples'])} samples")
+    return f, done
+
+
 def write_cache(path: str | os.PathLike, dataset, forward: Callable[[dict], dict], taps: dict[int, dict[str, tuple]],
                 attrs: dict, dtype: str = "float16", compression: str = "lzf", batch_size: int = 256,
-                progress: Callable[[int], Any] | None = None) -> Path:
-    """Write the cache of ``dataset`` (a view dataset: :mod:`densekd.data.finite_views`) atomically to ``path``.
+                progress: Callable[[int], Any] | None = None, resume: bool = True,
+                log: Callable[[str], Any] = lambda _: None) -> Path:
+    """Write the cache of ``dataset`` (a view dataset: :mod:`densekd.data.finite_views`) to ``path``.
 
     ``forward(batch) -> {teacher: {tap path: B x *shape tensor}}`` runs the teachers on a collated batch of
     rendered views; ``taps`` lists, per teacher, the tap paths and their per-sample shapes. The (sample, view)
     pairs are rendered in order (sample-major), ``batch_size`` at a time; ``progress(n)`` is told of every ``n``
-    pairs done. ``attrs`` (JSON-able values) join the format's own attributes."""
+    pairs done (those of a resumed write first). ``attrs`` (JSON-able values) join the format's own attributes.
+
+    Nothing is lost: the file grows under :func:`partial_path` (``path`` keeps any previous cache until the new
+    one is complete, then it is fsynced and renamed over it), and the count of finished samples is stored after
+    every block of ``batch_size`` views, so a write that is interrupted continues there when run again with the
+    same plan (dataset size and views, ``attrs`` -- teachers, their weights' hashes, taps -- dtype and
+    compression; ``resume=False`` or any other plan starts over, saying why through ``log``)."""
     if dtype not in DTYPES:
         raise ValueError(f"cache dtype must be one of {DTYPES}; got {dtype!r}")
     if compression not in COMPRESSIONS:
         raise ValueError(f"cache compression must be one of {COMPRESSIONS}; got {compression!r}")
+    path = Path(path)
     n, v = len(dataset), int(dataset.num_views)
     block = max(1, batch_size // v)  # samples whose views are rendered, run and written together
-    with _atomic_h5(Path(path)) as f:
-        out = {}
+    plan = json.dumps(dict(samples=n, views=v, dtype=dtype, compression=compression, attrs=attrs,
+                           taps={str(t): {p: list(s) for p, s in ps.items()} for t, ps in taps.items()}),
+                      sort_keys=True, default=str)
+    partial = partial_path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f, start = _open_partial(partial, plan, resume, log)
+    if f is None:
+        f = _h5py().File(partial, "w")
         for t, paths in taps.items():
             for p, shape in paths.items():
                 view_bytes = math.prod(shape) * np.dtype(dtype).itemsize
                 chunk = (1, max(1, min(v, CHUNK_BYTES // max(view_bytes, 1)))) + tuple(shape)
-                out[(t, p)] = f.create_dataset(h5_name(t, p), shape=(n, v) + tuple(shape), dtype=dtype, chunks=chunk,
-                                               compression=None if compression == "none" else compression)
-        for start in range(0, n, block):
-            stop = min(n, start + block)
-            pairs = [(i, j) for i in range(start, stop) for j in range(v)]
+                f.create_dataset(h5_name(t, p), shape=(n, v) + tuple(shape), dtype=dtype, chunks=chunk,
+                                 compression=None if compression == "none" else compression)
+        f.attrs["plan"], f.attrs["plan_samples"], f.attrs["samples_done"] = plan, n, 0
+    with f:
+        out = {(t, p): f[h5_name(t, p)] for t, paths in taps.items() for p in paths}
+        if progress is not None and start:
+            progress(start * v)
+        for first in range(start, n, block):
+            stop = min(n, first + block)
+            pairs = [(i, j) for i in range(first, stop) for j in range(v)]
             parts: dict[tuple, list[np.ndarray]] = {k: [] for k in out}
             for b in range(0, len(pairs), batch_size):
                 items = [dataset.view_item(i, j) for i, j in pairs[b:b + batch_size]]
@@ -134,12 +180,17 @@ def write_cache(path: str | os.PathLike, dataset, forward: Callable[[dict], dict
                 if progress is not None:
                     progress(len(items))
             for key, ds in out.items():
-                ds[start:stop] = np.concatenate(parts[key]).reshape((stop - start, v) + ds.shape[2:]).astype(dtype)
+                ds[first:stop] = np.concatenate(parts[key]).reshape((stop - first, v) + ds.shape[2:]).astype(dtype)
+            f.attrs["samples_done"] = stop
+            f.flush()
+        for key in ("plan", "plan_samples", "samples_done"):
+            del f.attrs[key]
         f.attrs["format"] = FORMAT
         for k, value in attrs.items():
             f.attrs[k] = json.dumps(value) if isinstance(value, (dict, list, tuple)) or value is None else value
         f.attrs["dtype"], f.attrs["num_samples"], f.attrs["num_views"] = dtype, n, v
-    return Path(path)
+    publish(partial, path)
+    return path
 
 
 class TeacherCacheDataset(Dataset):

@@ -72,12 +72,13 @@ def check_cache(attrs: dict, distiller, teacher_cfgs: list[dict], path: str) -> 
 def write_config_cache(cfg, out: str | Path, *, synthetic: bool = False, dtype: str = "float16",
                        compression: str = "lzf", batch_size: int = 256, max_gb: float = 20.0,
                        device: torch.device = torch.device("cpu"), log: Callable[[str], None] = print,
-                       progress: Callable[[int], Callable[[int], None]] | None = None) -> Path:
+                       progress: Callable[[int], Callable[[int], None]] | None = None, resume: bool = True) -> Path:
     """Build the run of ``cfg`` (without its ``teacher_cache``) as training would -- global seed, training set,
     student and teachers in the trainer's order, teachers with their checkpoints or calibration, distillation
     terms -- and write the cache of every (sample, view) of its
     training set to ``out``. ``log`` hears the planned size first; above ``max_gb`` GB it is refused.
-    ``progress(total) -> update(n)`` reports the (sample, view) pairs done (tqdm in the tool)."""
+    ``progress(total) -> update(n)`` reports the (sample, view) pairs done (tqdm in the tool). An interrupted write
+    of the same plan is continued unless ``resume=False`` (:func:`~densekd.data.teacher_cache.write_cache`)."""
     from densekd.engine.builder import (build_dataset, build_strategy, build_task, calibration_batches,
                                         per_process_batch, strategy_class, strategy_config, teacher_configs)
     from densekd.strategies.base import BuildContext
@@ -128,4 +129,5 @@ def write_config_cache(cfg, out: str | Path, *, synthetic: bool = False, dtype: 
                  dataset_config=(cfg.get("data") or {}).get("train"), teachers=records)
     with torch.inference_mode():
         return write_cache(out, base, forward, taps, attrs, dtype=dtype, compression=compression,
-                           batch_size=batch_size, progress=progress(n * v) if progress else None)
+                           batch_size=batch_size, progress=progress(n * v) if progress else None, resume=resume,
+                           log=log)
