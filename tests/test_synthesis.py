@@ -238,7 +238,7 @@ def test_written_dataset_loads_back_value_by_value(tmp_path):
     assert ds.targets == labels.tolist()
     for i in range(8):
         s = ds[i]
-        assert set(s) == {"image", "target", "index"} and s["index"] == i and s["target"] == labels[i]
+        assert set(s) == {"image", "target", "index", "view"} and s["index"] == i and s["target"] == labels[i]
         assert torch.equal(s["image"], to_normalized_tensor(images[i], mean, std))
         assert np.array_equal(ds.load(i), images[i])
     again = pickle.loads(pickle.dumps(ds))  # a DataLoader worker's copy (the handle is reopened there)
@@ -261,6 +261,39 @@ def test_written_dataset_loads_back_value_by_value(tmp_path):
 
 
 # -- synthesis -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("padding, flip", [(4, True), (2, False), (0, True), (0, False)])
+def test_augmented_synthesised_images_follow_the_finite_view_protocol(tmp_path, padding, flip):
+    """Each (crop, flip) setting: an item drawn under a seeded RNG is the crop + flip of the old augmentation (the
+    same draws, written out here), names its view, and view_item renders that view without the RNG; the views
+    number (2 padding + 1)^2 x (2 with flips) and a teacher cache's view dataset finds the set."""
+    from densekd.data.finite_views import view_dataset
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(3, 8, 12, 3), dtype=np.uint8)
+    path = join_batch_files([write_images(tmp_path / "b.h5", images, np.arange(3), np.arange(3), {})],
+                            tmp_path / "images.h5", {"mean": [0.5] * 3, "std": [0.5] * 3, "num_classes": 3})
+    ds = SynthesizedImages(str(path), padding=padding, flip=flip)
+    assert ds.num_views == (2 * padding + 1) ** 2 * (2 if flip else 1) and view_dataset(ds) is ds
+    seen = set()
+    for seed in range(12):
+        np.random.seed(seed)
+        item = ds[1]
+        np.random.seed(seed)  # the augmentation as it was: crop offsets first (when padding), then the flip
+        image = images[1]
+        if padding:
+            top, left = np.random.randint(0, 2 * padding + 1, size=2)
+            image = np.pad(image, ((padding, padding), (padding, padding), (0, 0)))[top:top + 8, left:left + 12]
+        if flip and np.random.rand() < 0.5:
+            image = image[:, ::-1]
+        assert torch.equal(item["image"], to_normalized_tensor(image, (0.5,) * 3, (0.5,) * 3))
+        again = ds.view_item(1, item["view"])
+        assert torch.equal(again["image"], item["image"]) and again["view"] == item["view"]
+        seen.add(item["view"])
+    assert len(seen) > 1 or ds.num_views == 1
+    with pytest.raises(ValueError, match="outside"):
+        ds.view_item(0, ds.num_views)
+
+
 def test_synthesised_images_are_classified_as_their_targets(teacher, tmp_path):
     model, ckpt, _, _ = teacher
     summary = Synthesis(synth_config(tmp_path, ckpt), tmp_path / "di", device="cpu", progress=False).run()

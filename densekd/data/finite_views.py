@@ -21,31 +21,37 @@ from __future__ import annotations
 import numpy as np
 
 
-def crop_flip_views(padding: int) -> int:
-    """The number of views of a ``padding``-padded crop back to the image size, then an optional flip."""
-    return (2 * padding + 1) ** 2 * 2
+def crop_flip_views(padding: int, flip: bool = True) -> int:
+    """The number of views of a ``padding``-padded crop back to the image size (one offset when ``padding`` is
+    0), then a flip when ``flip``."""
+    return (2 * padding + 1) ** 2 * (2 if flip else 1)
 
 
-def draw_crop_flip(padding: int) -> int:
+def draw_crop_flip(padding: int, flip: bool = True) -> int:
     """The view of a random crop + flip, drawn from NumPy's global RNG exactly as CIFAR's augmentation always did:
-    ``top, left = np.random.randint(0, 2 * padding + 1, size=2)``, then ``flip = np.random.rand() < 0.5``."""
-    top, left = np.random.randint(0, 2 * padding + 1, size=2)
-    flip = np.random.rand() < 0.5
-    return (int(top) * (2 * padding + 1) + int(left)) * 2 + int(flip)
+    ``top, left = np.random.randint(0, 2 * padding + 1, size=2)`` (when ``padding > 0``), then ``flip =
+    np.random.rand() < 0.5`` (when ``flip``); nothing is drawn for a part that is off."""
+    top, left = np.random.randint(0, 2 * padding + 1, size=2) if padding > 0 else (0, 0)
+    if not flip:
+        return int(top) * (2 * padding + 1) + int(left)
+    flipped = np.random.rand() < 0.5
+    return (int(top) * (2 * padding + 1) + int(left)) * 2 + int(flipped)
 
 
-def crop_flip(image: np.ndarray, view: int, padding: int) -> np.ndarray:
+def crop_flip(image: np.ndarray, view: int, padding: int, flip: bool = True) -> np.ndarray:
     """View ``view`` of an ``H x W x C`` image: the crop at ``(top, left)`` of the zero-padded image, then a
-    horizontal flip when ``flip``, where ``view = (top * (2 * padding + 1) + left) * 2 + flip``."""
-    n = crop_flip_views(padding)
+    horizontal flip when its bit is set, where ``view = (top * (2 * padding + 1) + left) * 2 + flip`` (without
+    ``flip``: ``view = top * (2 * padding + 1) + left``)."""
+    n = crop_flip_views(padding, flip)
     if not 0 <= int(view) < n:
         raise ValueError(f"view {view} is outside 0..{n - 1} (the crop offsets x flips of padding {padding})")
-    offset, flip = divmod(int(view), 2)
+    offset, flipped = divmod(int(view), 2) if flip else (int(view), 0)
     top, left = divmod(offset, 2 * padding + 1)
     h, w = image.shape[:2]
-    padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)))
-    image = padded[top:top + h, left:left + w]
-    return image[:, ::-1] if flip else image
+    if padding > 0:
+        padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)))
+        image = padded[top:top + h, left:left + w]
+    return image[:, ::-1] if flipped else image
 
 
 class NoFiniteViews(ValueError):

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from densekd.data.cifar import cifar_augment, to_normalized_tensor
+from densekd.data.cifar import to_normalized_tensor
+from densekd.data.finite_views import crop_flip, crop_flip_views, draw_crop_flip
 from densekd.registry import DATASETS
 
 FORMAT = 1
@@ -143,7 +144,7 @@ class SynthesizedImages(Dataset):
     """Images synthesised from a teacher (DeepInversion, BNS, Inception, Gaussian; :mod:`densekd.synthesis`), read
     from the HDF5 file that ``tools/synthesize.py`` writes (layout in the module docstring).
 
-    Samples: ``{'image': 3 x H x W float (normalised with mean / std), 'index': int}`` plus ``'target': int``
+    Samples: ``{'image': 3 x H x W float (normalised with mean / std), 'index': int, 'view': int}`` plus ``'target': int``
     when the file has labels under ``target`` (CIFAR's keys). Without labels (a BN-statistics or Gaussian set, or
     images for a dense teacher) there is no ``'target'``: distil with ``task_weight=0`` (the task loss is then not
     computed) or ``task=dict(type='representation')``.
@@ -151,7 +152,9 @@ class SynthesizedImages(Dataset):
     Args:
         path: the file (in a pipeline: ``'{STAGE.data}'`` of a ``kind='synthesize'`` stage).
         augment: CIFAR's augmentation: a random crop of the zero-padded image (``padding`` pixels) and a random
-            horizontal flip (``flip``); default on (a training set).
+            horizontal flip (``flip``); default on (a training set). Its crop offsets x flips are the finite views
+            of :mod:`densekd.data.finite_views` (``'view'``, ``num_views``, ``view_item``), so a teacher cache can
+            serve the set (``tools/cache_teacher.py``).
         mean, std: normalisation (fractions of 255); default: the file's, the normalisation the images were
             optimised in (the teacher's).
         target: which labels become ``'target'``: ``'targets'`` (the class each image was synthesised for; the
@@ -224,31 +227,30 @@ class SynthesizedImages(Dataset):
             return self._images[index]
         return self._file()["images"][index]
 
+    @property
+    def num_views(self) -> int:
+        """Distinct items per sample (:mod:`densekd.data.finite_views`): the crop offsets x flips the augmentation
+        can draw, 1 without it; a teacher cache can then serve the set."""
+        return crop_flip_views(self.padding, self.flip) if self.augment else 1
+
     def __getitem__(self, index: int) -> dict:
+        return self.view_item(index, draw_crop_flip(self.padding, self.flip) if self.augment else 0)
+
+    def view_item(self, index: int, view: int) -> dict:
+        """Image ``index`` in view ``view``, drawing from no RNG."""
         index = int(index)
+        if not 0 <= int(view) < self.num_views:
+            raise ValueError(f"SynthesizedImages: view {view} is outside 0..{self.num_views - 1}")
         image = self.load(index)
         if self.augment:
-            image = _augment(image, self.padding, self.flip)
-        sample = {"image": to_normalized_tensor(image, self.mean, self.std), "index": index}
+            image = crop_flip(image, view, self.padding, self.flip)
+        sample = {"image": to_normalized_tensor(image, self.mean, self.std), "index": index, "view": int(view)}
         if self.targets is not None:
             sample["target"] = self.targets[index]
         return sample
 
     def sample_files(self, index: int) -> list[str]:
         return [self.path]
-
-
-def _augment(image: np.ndarray, padding: int, flip: bool) -> np.ndarray:
-    if padding > 0 and flip:
-        return cifar_augment(image, padding)
-    if padding > 0:
-        h, w = image.shape[:2]
-        padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)))
-        top, left = np.random.randint(0, 2 * padding + 1, size=2)
-        return padded[top:top + h, left:left + w]
-    if flip and np.random.rand() < 0.5:
-        return image[:, ::-1]
-    return image
 
 
 def quantize(images: torch.Tensor, mean: Iterable[float], std: Iterable[float]) -> np.ndarray:
