@@ -49,3 +49,47 @@ def test_cuda_compiled_student_matches_eager(tiny_config, tmp_path):
     for a, b in zip(runs["eager"], runs["compiled"]):
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["NST", "KDSVD", "OFD", "IFM", "SP"])
+def test_cuda_written_out_backwards_match_the_cpu(name, device="cuda"):
+    """The losses with written-out backwards (NST's Gram sides, KDSVD's top eigenpairs, OFD's partial L2, IFM/SP's
+    symmetric Gram) give on the GPU the CPU's values and student gradients (float64 both sides)."""
+    import copy
+
+    from densekd.registry import LOSSES
+
+    g = torch.Generator().manual_seed(0)
+    shapes = [(4, 8, 6, 6), (4, 16, 3, 3)]  # channel-side and spatial-side Gram matrices for NST
+    s = [torch.randn(*sh, generator=g, dtype=torch.float64) for sh in shapes]
+    t = [torch.randn(*sh, generator=g, dtype=torch.float64) for sh in shapes]
+    kw = {}
+    if name == "OFD":
+        kw = dict(s_shapes=[x.shape for x in s], t_shapes=[x.shape for x in t],
+                  teacher_bn=[(torch.zeros(sh[1]), torch.ones(sh[1])) for sh in shapes])
+    cpu = LOSSES.build(dict(type=name, **kw)).double()
+    results = []
+    for dev, module in (("cpu", cpu), (device, copy.deepcopy(cpu).to(device))):
+        xs = [x.to(dev).requires_grad_(True) for x in s]
+        value = module(xs, [x.to(dev) for x in t])
+        value.backward()
+        results.append((value.item(), [x.grad.cpu() for x in xs]))
+    assert results[1][0] == pytest.approx(results[0][0], rel=1e-9)
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(b, a, rtol=1e-7, atol=1e-10)
+
+
+def test_cuda_crd_nce_gradient_matches_the_cpu(device="cuda"):
+    from densekd.losses import CRD
+
+    loss = CRD(s_shapes=[torch.Size([4, 8])], t_shapes=[torch.Size([4, 8])], num_data=40, feat_dim=4, nce_k=3)
+    z = torch.tensor(25.0, dtype=torch.float64)
+    scores = torch.randn(5, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 3
+    out = []
+    for dev in ("cpu", device):
+        x = scores.to(dev).requires_grad_(True)
+        v = loss._nce(x, z.to(dev))
+        v.backward()
+        out.append((v.item(), x.grad.cpu()))
+    assert out[1][0] == pytest.approx(out[0][0], rel=1e-12)
+    torch.testing.assert_close(out[1][1], out[0][1], rtol=1e-12, atol=1e-14)
