@@ -506,7 +506,7 @@ synthesis = dict(method='deepinversion', loss=dict(ce=0.0, bn=0.05, tv_l2=1e-4),
     first, last = summary["batches"][0]["losses"], summary["batches"][-1]["losses"]
     assert set(first) == {"loss", "bn", "tv_l2"} and math.isfinite(last["loss"])
     ds = SynthesizedImages(summary["output"])
-    assert ds.image_size == (32, 64) and ds.targets is None and set(ds[0]) == {"image", "index"}
+    assert ds.image_size == (32, 64) and ds.targets is None and set(ds[0]) == {"image", "index", "view"}
     distil = write_config(tmp_path / "seg_kd.py", f"""
 task = dict(type='segmentation', num_classes=19, ignore_index=255)
 model = {SEG_STUDENT}
