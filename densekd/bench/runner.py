@@ -20,6 +20,7 @@ config's workers) against the same trainer on its fixed batch, in two consecutiv
 """
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shutil
@@ -143,43 +144,6 @@ def teacher_forward(trainer, batch: dict):
 MODULES = " [loss modules]"  # suffix of the candidate timing a method's loss modules alone
 
 
-def _leaves(x):
-    """``x`` with every floating tensor detached into a leaf that takes a gradient (lists, tuples, dicts kept)."""
-    import torch
-
-    if isinstance(x, torch.Tensor):
-        return x.detach().requires_grad_(x.is_floating_point())
-    if isinstance(x, (list, tuple)):
-        return type(x)(_leaves(v) for v in x)
-    if isinstance(x, dict):
-        return {k: _leaves(v) for k, v in x.items()}
-    return x
-
-
-def _tensors(x) -> list:
-    import torch
-
-    if isinstance(x, torch.Tensor):
-        return [x]
-    if isinstance(x, (list, tuple)):
-        return [t for v in x for t in _tensors(v)]
-    if isinstance(x, dict):
-        return [t for v in x.values() for t in _tensors(v)]
-    return []
-
-
-def _detached(x):
-    import torch
-
-    if isinstance(x, torch.Tensor):
-        return x.detach()
-    if isinstance(x, (list, tuple)):
-        return type(x)(_detached(v) for v in x)
-    if isinstance(x, dict):
-        return {k: _detached(v) for k, v in x.items()}
-    return x
-
-
 def loss_modules_step(trainer, batch: dict):
     """A step of the method's loss modules alone, or None (no distiller, no term): each term's loss module
     forward on the inputs one forward of the distiller gave it (recorded by ``recording_term_calls``: student
@@ -189,17 +153,27 @@ def loss_modules_step(trainer, batch: dict):
     are not in it: what the method's own arithmetic costs on top of the bound."""
     import torch
 
+    from densekd.distill.distiller import map_tensors
+
     distiller = getattr(trainer.strategy, "distiller", None)
     if distiller is None or not hasattr(distiller, "recording_term_calls"):
         return None
     with distiller.recording_term_calls() as calls, torch.no_grad():
         distiller(batch)
-    calls = [(term, module, _leaves(s), _detached(t), _detached(extra)) for term, module, s, t, extra in calls]
     if not calls:
         return None
+    wrt: list = []  # the student-side leaves, then the modules' own parameters
+
+    def leaf(x: torch.Tensor) -> torch.Tensor:
+        x = x.detach().requires_grad_(x.is_floating_point())
+        if x.requires_grad:
+            wrt.append(x)
+        return x
+
+    detach = functools.partial(map_tensors, torch.Tensor.detach)
+    calls = [(term, module, map_tensors(leaf, s), detach(t), detach(extra)) for term, module, s, t, extra in calls]
     # the gradients are returned, not accumulated into .grad: the method's own train_iteration, timed in the same
     # rounds, must not find them
-    wrt = [x for _, _, s, _, _ in calls for x in _tensors(s) if x.requires_grad]
     wrt += list(dict.fromkeys(p for _, module, _, _, _ in calls for p in module.parameters() if p.requires_grad))
 
     def step():

@@ -32,10 +32,8 @@ def draw_crop_flip(padding: int, flip: bool = True) -> int:
     ``top, left = np.random.randint(0, 2 * padding + 1, size=2)`` (when ``padding > 0``), then ``flip =
     np.random.rand() < 0.5`` (when ``flip``); nothing is drawn for a part that is off."""
     top, left = np.random.randint(0, 2 * padding + 1, size=2) if padding > 0 else (0, 0)
-    if not flip:
-        return int(top) * (2 * padding + 1) + int(left)
-    flipped = np.random.rand() < 0.5
-    return (int(top) * (2 * padding + 1) + int(left)) * 2 + int(flipped)
+    offset = int(top) * (2 * padding + 1) + int(left)
+    return offset * 2 + int(np.random.rand() < 0.5) if flip else offset
 
 
 def crop_flip(image: np.ndarray, view: int, padding: int, flip: bool = True) -> np.ndarray:

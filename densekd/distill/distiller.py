@@ -43,7 +43,7 @@ import contextlib
 import copy
 import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -73,15 +73,20 @@ class Term:
     cfg: dict = field(default_factory=dict)
 
 
+def map_tensors(fn: Callable[[torch.Tensor], Any], x: Any) -> Any:
+    """``x`` with ``fn`` applied to every tensor in it, through lists, tuples and dicts (other values kept)."""
+    if isinstance(x, torch.Tensor):
+        return fn(x)
+    if isinstance(x, (list, tuple)):
+        return type(x)(map_tensors(fn, v) for v in x)
+    if isinstance(x, dict):
+        return {k: map_tensors(fn, v) for k, v in x.items()}
+    return x
+
+
 def _fp32(x: Any) -> Any:
     """``x`` with every half / bfloat16 tensor (in lists, tuples and dicts too) cast to float32."""
-    if isinstance(x, torch.Tensor):
-        return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-    if isinstance(x, (list, tuple)):
-        return type(x)(_fp32(v) for v in x)
-    if isinstance(x, dict):
-        return {k: _fp32(v) for k, v in x.items()}
-    return x
+    return map_tensors(lambda t: t.float() if t.dtype in (torch.float16, torch.bfloat16) else t, x)
 
 
 def _first_tensor(x: Any) -> torch.Tensor | None:
